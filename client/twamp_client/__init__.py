@@ -1,0 +1,1 @@
+"""TWAMP Control-Client and Session-Sender command line."""

@@ -1,0 +1,15 @@
+"""Sans-I/O TWAMP: wire formats, timestamps, crypto, control state machines and statistics.
+
+The modules hold one concern each: ``codes`` (registered numbers), ``errors`` (the exception
+hierarchy), ``timestamp`` (NTP time and Error Estimate), ``control_messages`` and
+``test_packets`` (wire formats), ``crypto`` (keys, token, control stream cipher, test packet
+protection), ``control`` (the Control-Client and Server state machines), ``stats`` (round-trip
+statistics) and ``clock`` (the kernel's clock state, read by the drivers).
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("twamp-common")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.0.0"

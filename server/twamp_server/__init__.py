@@ -1,0 +1,1 @@
+"""TWAMP Server and Session-Reflector daemon."""
