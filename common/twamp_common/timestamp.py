@@ -24,9 +24,8 @@ _ERA_PIVOT = 1 << 31
 def ns_to_ntp(unix_ns: int) -> int:
     """Unix nanoseconds -> 64-bit NTP timestamp, rounding to the nearest fraction."""
     seconds, rest = divmod(unix_ns, _NS)
+    # Never rounds up to 2**32: the largest remainder, 999999999 ns, gives 0xFFFFFFFC.
     fraction = (rest * _FRAC + _NS // 2) // _NS
-    if fraction == _FRAC:  # rounding carried into the next second
-        seconds, fraction = seconds + 1, 0
     return (((seconds + NTP_UNIX_OFFSET) % _ERA) << 32) | fraction
 
 
@@ -49,8 +48,6 @@ def ns_to_ntp_interval(duration_ns: int) -> int:
         raise ValueError("a duration cannot be negative")
     seconds, rest = divmod(duration_ns, _NS)
     fraction = (rest * _FRAC + _NS // 2) // _NS
-    if fraction == _FRAC:
-        seconds, fraction = seconds + 1, 0
     if seconds >= _ERA:
         raise ValueError("duration does not fit 32 bits of seconds")
     return (seconds << 32) | fraction
