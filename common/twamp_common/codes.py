@@ -94,3 +94,9 @@ class Accept(enum.IntEnum):
             return cls(value)
         except ValueError:
             return cls.FAILURE
+
+
+def mode_name(mode: Mode) -> str:
+    """The security mode of ``mode`` in words ("encrypted"), for logs and output."""
+    chosen = Mode(mode & SECURITY_MODES)
+    return chosen.name.lower() if chosen.name and chosen.value else f"modes {int(mode):#x}"

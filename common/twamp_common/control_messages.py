@@ -524,3 +524,10 @@ CLIENT_COMMANDS: dict[int, type[ControlMessage]] = {
     Command.START_N_SESSIONS: StartNSessions,
     Command.STOP_N_SESSIONS: StopNSessions,
 }
+
+
+def make_sid(receiver: IPAddress, timestamp: int, random4: bytes) -> bytes:
+    """A Session Identifier as RFC 4656 §3.5 builds it: the receiver's IPv4 address (the last
+    four octets of an IPv6 one), an NTP timestamp and four random octets."""
+    _check_bytes("random4", random4, 4)
+    return receiver.packed[-4:] + timestamp.to_bytes(8, "big") + random4

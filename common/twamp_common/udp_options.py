@@ -20,6 +20,10 @@ IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 IPV6_TCLASS = getattr(socket, "IPV6_TCLASS", 67)
+#: Path-MTU discovery "do" (never fragment: the DF bit); Python names these only from 3.12.
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+PMTUDISC_DO = 2
 #: The TTL we send test packets with, and report when the received TTL is unknown (RFC 5357
 #: §4.2.1: the Session-Reflector SHOULD send with TTL 255).
 TTL_UNKNOWN = 255
@@ -63,14 +67,31 @@ def parse_ancillary(ancdata: Iterable[tuple[int, int, bytes]]) -> tuple[int | No
     return received_ns, ttl
 
 
+def dont_fragment_options(family: int) -> list[tuple[int, int, int]]:
+    """``(level, option, value)`` that set the DF bit (IPv4) or forbid fragmentation (IPv6)."""
+    if family == socket.AF_INET6:
+        return [(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, PMTUDISC_DO)]
+    return [(socket.IPPROTO_IP, IP_MTU_DISCOVER, PMTUDISC_DO)]
+
+
+def _traffic_class(family: int, dscp: int) -> tuple[int, int, int]:
+    """(level, option, TOS/Traffic Class octet) for ``dscp`` with the ECN bits zero."""
+    if family == socket.AF_INET6:
+        return (socket.IPPROTO_IPV6, IPV6_TCLASS, dscp << 2)
+    return (socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
+
+
+def traffic_class_options(family: int, dscp: int) -> list[tuple[int, int, int]]:
+    """``(level, option, value)`` that mark everything a socket sends with ``dscp``."""
+    return [_traffic_class(family, dscp)] if dscp else []
+
+
 def traffic_class_ancillary(family: int, dscp: int) -> list[tuple[int, int, bytes]]:
     """Control messages for ``sendmsg`` that mark one packet with ``dscp`` (ECN bits zero)."""
     if not dscp:
         return []
-    tos = _INT.pack(dscp << 2)
-    if family == socket.AF_INET6:
-        return [(socket.IPPROTO_IPV6, IPV6_TCLASS, tos)]
-    return [(socket.IPPROTO_IP, socket.IP_TOS, tos)]
+    level, option, value = _traffic_class(family, dscp)
+    return [(level, option, _INT.pack(value))]
 
 
 def dscp_from_type_p(type_p: int) -> int | None:

@@ -1,0 +1,218 @@
+"""Round-trip statistics from the four timestamps of each reply: pure functions, integer ns.
+
+T1 sender send, T2 reflector receive, T3 reflector send, T4 sender receive.  Round trip
+``(T4 − T1) − (T3 − T2)`` needs no clock agreement and equals outbound ``T2 − T1`` plus inbound
+``T4 − T3`` exactly, because every figure is an integer number of nanoseconds.  One-way delays
+are only meaningful with synchronised clocks; a negative one proves the clocks disagree and is
+reported as it is, never clamped.  Jitter and IPDV are differences of delays, so a constant
+clock offset cancels out of them and they are valid either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+
+#: Smoothing of the RFC 3550 §6.4.1 interarrival jitter estimate.
+_JITTER_GAIN = 16
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reply:
+    """One reflected packet as the Session-Sender saw it; times are Unix nanoseconds."""
+
+    sender_seq: int
+    reflector_seq: int
+    t1: int
+    t2: int
+    t3: int
+    t4: int
+    #: TTL (or Hop Limit) our packet had when it reached the reflector.
+    sender_ttl: int
+
+    @property
+    def round_trip(self) -> int:
+        return (self.t4 - self.t1) - (self.t3 - self.t2)
+
+    @property
+    def outbound(self) -> int:
+        return self.t2 - self.t1
+
+    @property
+    def inbound(self) -> int:
+        return self.t4 - self.t3
+
+    @property
+    def processing(self) -> int:
+        """Time the packet spent inside the reflector."""
+        return self.t3 - self.t2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Distribution:
+    """Summary figures of a set of nanosecond values."""
+
+    count: int
+    min: int
+    max: int
+    avg: float
+    #: Population standard deviation (what ping calls mdev is close to it).
+    stddev: float
+    median: float
+    #: Nearest-rank percentiles: values that were actually observed.
+    p95: int
+    p99: int
+
+
+def distribution(values: Iterable[int]) -> Distribution | None:
+    """Figures of ``values``, or None when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return Distribution(
+        count=len(ordered),
+        min=ordered[0],
+        max=ordered[-1],
+        avg=statistics.fmean(ordered),
+        stddev=statistics.pstdev(ordered),
+        median=statistics.median(ordered),
+        p95=_nearest_rank(ordered, 95),
+        p99=_nearest_rank(ordered, 99),
+    )
+
+
+def _nearest_rank(ordered: Sequence[int], percent: int) -> int:
+    rank = math.ceil(percent * len(ordered) / 100)
+    return ordered[max(rank, 1) - 1]
+
+
+def rfc3550_jitter(delays: Sequence[int]) -> float | None:
+    """RFC 3550 §6.4.1 smoothed jitter of consecutive delays; None for fewer than two."""
+    if len(delays) < 2:
+        return None
+    jitter = 0.0
+    for previous, current in itertools.pairwise(delays):
+        jitter += (abs(current - previous) - jitter) / _JITTER_GAIN
+    return jitter
+
+
+def ipdv(replies: Sequence[Reply]) -> list[int]:
+    """RFC 5481 IPDV: round-trip delay differences of consecutively numbered packets.
+
+    ``replies`` in sender sequence order, one per sequence number; a pair with a lost packet
+    between its members has no IPDV.
+    """
+    return [
+        current.round_trip - previous.round_trip
+        for previous, current in itertools.pairwise(replies)
+        if current.sender_seq == previous.sender_seq + 1
+    ]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Summary:
+    """Everything the client reports after a run."""
+
+    sent: int
+    received: int
+    lost: int
+    loss_percent: float
+    #: Lost on the way to the reflector and on the way back, from the reflector's own sequence
+    #: numbers; None when they cannot be told apart (nothing came back, or the reflector's
+    #: numbering is not per session).
+    forward_lost: int | None
+    reverse_lost: int | None
+    #: Replies beyond the first for a sequence number.
+    duplicates: int
+    #: First replies that arrived after a reply to a later-sent packet.
+    reordered: int
+    round_trip: Distribution | None
+    outbound: Distribution | None
+    inbound: Distribution | None
+    #: Both clocks claim synchronisation and no one-way delay is negative.
+    clocks_synchronized: bool
+    jitter_rfc3550: float | None
+    ipdv: Distribution | None
+    outbound_jitter: float | None
+    inbound_jitter: float | None
+    #: (fewest, most) hops on the way out, from the TTL we sent with and the one that arrived.
+    hops: tuple[int, int] | None
+
+
+def summarize(
+    sent: int,
+    replies: Sequence[Reply],
+    *,
+    sender_synchronized: bool,
+    reflector_synchronized: bool,
+    initial_ttl: int = 255,
+) -> Summary:
+    """The figures of a run: ``sent`` packets numbered from 0, ``replies`` in arrival order.
+
+    A duplicate counts once; only the first reply to a packet enters the delay figures.
+    """
+    first: dict[int, Reply] = {}
+    reordered = 0
+    highest = -1
+    for reply in replies:
+        if reply.sender_seq in first:
+            continue
+        first[reply.sender_seq] = reply
+        if reply.sender_seq < highest:
+            reordered += 1
+        highest = max(highest, reply.sender_seq)
+    received = len(first)
+    lost = sent - received
+    if lost < 0:
+        raise ValueError(f"{received} packets answered but only {sent} sent")
+    in_order = [first[seq] for seq in sorted(first)]
+    forward_lost, reverse_lost = _split_loss(lost, replies)
+    outbound = [reply.outbound for reply in in_order]
+    inbound = [reply.inbound for reply in in_order]
+    round_trips = [reply.round_trip for reply in in_order]
+    ttls = [reply.sender_ttl for reply in in_order]
+    hops = (initial_ttl - max(ttls), initial_ttl - min(ttls)) if ttls else None
+    return Summary(
+        sent=sent,
+        received=received,
+        lost=lost,
+        loss_percent=100.0 * lost / sent if sent else 0.0,
+        forward_lost=forward_lost,
+        reverse_lost=reverse_lost,
+        duplicates=len(replies) - received,
+        reordered=reordered,
+        round_trip=distribution(round_trips),
+        outbound=distribution(outbound),
+        inbound=distribution(inbound),
+        clocks_synchronized=sender_synchronized
+        and reflector_synchronized
+        and all(delay >= 0 for delay in outbound + inbound),
+        jitter_rfc3550=rfc3550_jitter(round_trips),
+        ipdv=distribution(ipdv(in_order)),
+        outbound_jitter=rfc3550_jitter(outbound),
+        inbound_jitter=rfc3550_jitter(inbound),
+        hops=hops if hops is not None and hops[0] >= 0 else None,
+    )
+
+
+def _split_loss(lost: int, replies: Sequence[Reply]) -> tuple[int | None, int | None]:
+    """(forward, reverse) loss from gaps in the reflector's sequence numbers.
+
+    A stateful reflector numbers its replies 0, 1, 2… per session, so the replies it sent are
+    its highest number plus one, and the numbers missing below that are replies lost on the way
+    back.  Everything else lost never reached it.  Packets lost after the last reply that came
+    back cannot be placed and count as forward loss.  Duplicates take part: a packet the
+    network duplicated on the way out was reflected twice, under two numbers.
+    """
+    if not replies:
+        return None, None
+    numbers = {reply.reflector_seq for reply in replies}
+    reflected = max(numbers) + 1
+    reverse = reflected - len(numbers)
+    forward = lost - reverse
+    if forward < 0 or reverse < 0:
+        return None, None
+    return forward, reverse

@@ -1,0 +1,67 @@
+"""Property tests of the statistics: exact, never negative, duplicates counted once."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twamp_common.stats import Reply, distribution, summarize
+
+delay = st.integers(0, 10**9)
+offset = st.integers(-(10**10), 10**10)
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> tuple[int, list[Reply]]:
+    """A run of ``sent`` packets: some lost, some duplicated, arrivals shuffled."""
+    sent = draw(st.integers(0, 40))
+    answered = draw(st.lists(st.integers(0, max(sent - 1, 0)), unique=True)) if sent else []
+    clock_offset = draw(offset)
+    replies = []
+    for reflector_seq, seq in enumerate(sorted(answered)):
+        t1 = 1_700_000_000 * 10**9 + seq * 10**7
+        t2 = t1 + draw(delay) + clock_offset
+        t3 = t2 + draw(st.integers(0, 10**6))
+        t4 = t3 - clock_offset + draw(delay)
+        reply = Reply(seq, reflector_seq, t1, t2, t3, t4, draw(st.integers(1, 255)))
+        replies.append(reply)
+        if draw(st.booleans()) and draw(st.booleans()):
+            replies.append(reply)  # duplicated on the way back
+    return sent, draw(st.permutations(replies))
+
+
+@given(runs())
+def test_summary_invariants(run: tuple[int, list[Reply]]) -> None:
+    sent, replies = run
+    summary = summarize(sent, replies, sender_synchronized=True, reflector_synchronized=True)
+    unique = {reply.sender_seq for reply in replies}
+    assert summary.received == len(unique)
+    assert summary.lost == sent - len(unique) >= 0
+    assert summary.duplicates == len(replies) - len(unique)
+    assert 0 <= summary.loss_percent <= 100
+    assert 0 <= summary.reordered <= max(len(unique) - 1, 0)
+    if summary.forward_lost is not None:
+        assert summary.reverse_lost is not None
+        assert summary.forward_lost >= 0 and summary.reverse_lost >= 0
+        assert summary.forward_lost + summary.reverse_lost == summary.lost
+
+
+@given(runs())
+def test_round_trip_is_outbound_plus_inbound_whatever_the_clock_offset(
+    run: tuple[int, list[Reply]],
+) -> None:
+    _sent, replies = run
+    for reply in replies:
+        assert reply.round_trip == reply.outbound + reply.inbound
+        assert reply.round_trip >= 0  # built from non-negative path delays
+
+
+@given(st.lists(st.integers(-(10**12), 10**12), min_size=1))
+def test_distribution_orders_its_figures(values: list[int]) -> None:
+    figures = distribution(values)
+    assert figures is not None
+    assert figures.min <= figures.p95 <= figures.p99 <= figures.max
+    assert figures.min <= figures.median <= figures.max
+    assert figures.min - 1e-6 * abs(figures.min) <= figures.avg
+    assert figures.avg <= figures.max + 1e-6 * abs(figures.max)
+    assert figures.stddev >= 0
+    assert figures.p95 in values and figures.p99 in values
