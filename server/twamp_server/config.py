@@ -1,0 +1,683 @@
+"""The server's configuration file and its keys file, read and checked in full before any bind.
+
+The configuration is the section-less ``key = value`` file users already have (a ``[server]``
+header is accepted too).  Every value is checked here, once, so that the daemon never meets a bad
+one: a mistake stops the start (or a SIGHUP reload) with one :class:`ConfigError` sentence that
+names the file, the line, the key, the bad value and what is allowed.  Things that work but look
+wrong become :attr:`Config.warnings` instead.
+
+The keys file holds the secrets shared with Control-Clients (RFC 4656 §3.1: a KeyID and the
+passphrase PBKDF2 turns into keys).  It must not be open to every user, and no error or ``repr``
+ever shows a secret.
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import io
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from pathlib import Path
+from typing import TypeVar
+
+from twamp_common.codes import SECURE_CONTROL_MODES, SECURITY_MODES, Mode
+from twamp_common.errors import TwampError
+
+#: Where the daemon looks when ``--config`` is not given.
+DEFAULT_PATH = Path("/etc/twamp/twamp-server.conf")
+#: The keys file read when the configuration does not name one (missing is fine then).
+DEFAULT_KEYS_PATH = Path("/etc/twamp/twamp-server.keys")
+#: The one section name a configuration may use.
+SECTION = "server"
+#: Every key the file may set, in the order the shipped file lists them.
+KNOWN_KEYS = (
+    "control_port",
+    "test_port",
+    "max_sessions",
+    "max_sessions_per_client",
+    "session_timeout",
+    "control_timeout",
+    "listen",
+    "modes",
+    "keys_file",
+    "allow",
+    "test_ports",
+    "light_ports",
+    "light_allow",
+    "pbkdf2_count",
+    "status_interval",
+    "log_level",
+)
+#: The words ``modes`` accepts.
+MODE_NAMES = {
+    "unauthenticated": Mode.UNAUTHENTICATED,
+    "authenticated": Mode.AUTHENTICATED,
+    "encrypted": Mode.ENCRYPTED,
+    "mixed": Mode.MIXED,
+}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Smallest status_interval: STATUS= updates more often than this only churn systemd.
+STATUS_INTERVAL_MIN = 0.1
+#: Longest KeyID: the KeyID field of Set-Up-Response is 80 octets (RFC 4656 §3.1).
+KEY_ID_MAX = 80
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+_T = TypeVar("_T")
+_SEPARATORS = re.compile(r"[\s,]+")
+
+
+class ConfigError(TwampError):
+    """A configuration or keys file that cannot be used, said in one sentence.
+
+    ``path`` and ``line`` locate the problem, ``key`` and ``value`` are what was written there
+    (``value`` is never a secret) and ``allowed`` says what would have been accepted.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        path: Path | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        value: str | None = None,
+        allowed: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.path = path
+        self.line = line
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = str(self.path) if self.path is not None else ""
+        if self.line is not None:
+            where = f"{where}:{self.line}" if where else f"line {self.line}"
+        subject = self.key or ""
+        if self.key is not None and self.value is not None:
+            shown = self.value.replace("\n", " ")
+            subject = f'{self.key} = "{shown}"'
+        text = ": ".join(part for part in (where, subject, self.reason) if part)
+        return f"{text}; allowed: {self.allowed}" if self.allowed else text
+
+
+class KeyStore:
+    """The shared secrets by KeyID; its ``repr`` counts them and never shows one."""
+
+    __slots__ = ("_secrets",)
+
+    def __init__(self, secrets: Mapping[bytes, bytes] | None = None) -> None:
+        self._secrets = dict(secrets or {})
+
+    def get(self, key_id: bytes) -> bytes | None:
+        """The secret of ``key_id`` (the KeyID octets, NUL padding stripped), or None."""
+        return self._secrets.get(key_id)
+
+    def key_ids(self) -> tuple[bytes, ...]:
+        """The KeyIDs held, for logs (the secrets stay in here)."""
+        return tuple(self._secrets)
+
+    def __len__(self) -> int:
+        return len(self._secrets)
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._secrets
+
+    def __eq__(self, other: object) -> bool:
+        # A reload compares the old and new store to log whether the keys changed.
+        if not isinstance(other, KeyStore):
+            return NotImplemented
+        return self._secrets == other._secrets
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._secrets.items()))
+
+    def __repr__(self) -> str:
+        count = len(self._secrets)
+        return f"KeyStore({count} key{'' if count == 1 else 's'})"
+
+
+# Every address of both families, as the file's default says; not a hidden default bind.
+_DEFAULT_LISTEN: tuple[IPAddress, ...] = (IPv4Address("0.0.0.0"), IPv6Address("::"))  # noqa: S104
+_EVERYWHERE: tuple[IPNetwork, ...] = (IPv4Network("0.0.0.0/0"), IPv6Network("::/0"))
+_NO_PORTS: tuple[int, ...] = ()
+_NOWHERE: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A checked configuration.  Build it with :func:`load_config` or :func:`parse_config`.
+
+    The field defaults are the file's defaults, but only the parser checks values and applies
+    the rules between them (``max_sessions_per_client`` following ``max_sessions``, modes that
+    need keys): construct ``Config`` directly only in tests.
+    """
+
+    path: Path | None = None
+    control_port: int = 862
+    test_port: int = 863
+    max_sessions: int = 100
+    max_sessions_per_client: int = 100
+    #: Minutes of silence after which a test session is ended (RFC 5357 REFWAIT).
+    session_timeout: float = 5.0
+    #: Seconds of silence after which a control connection is closed (RFC 5357 SERVWAIT).
+    control_timeout: float = 900.0
+    listen: tuple[IPAddress, ...] = _DEFAULT_LISTEN
+    modes: Mode = SECURITY_MODES
+    #: The keys file that was read, or None when none was.
+    keys_file: Path | None = None
+    keys: KeyStore = field(default_factory=KeyStore)
+    _allow: tuple[IPNetwork, ...] = _EVERYWHERE
+    #: Inclusive range of ports a client may ask for besides test_port; None: any port ≥ 1024.
+    test_ports: tuple[int, int] | None = None
+    light_ports: tuple[int, ...] = _NO_PORTS
+    _light_allow: tuple[IPNetwork, ...] = _NOWHERE
+    pbkdf2_count: int = 8192
+    #: Seconds between STATUS= updates to systemd.
+    status_interval: float = 10.0
+    log_level: str = "info"
+    #: Sentences about settings that work but look wrong, for the log and --check-config.
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def session_timeout_seconds(self) -> float:
+        """``session_timeout`` in seconds, the unit the daemon's clock works in."""
+        return self.session_timeout * 60.0
+
+    def client_allowed(self, address: str | IPAddress) -> bool:
+        """Whether ``address`` may open a control connection (``allow``)."""
+        return _address_in(address, self._allow)
+
+    def light_allowed(self, address: str | IPAddress) -> bool:
+        """Whether ``address`` gets TWAMP Light replies (``light_allow``)."""
+        return _address_in(address, self._light_allow)
+
+
+def _address_in(address: str | IPAddress, networks: Iterable[IPNetwork]) -> bool:
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; an admin writes them as IPv4.
+    try:
+        ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    except ValueError:
+        return False  # not an address at all: deny rather than crash the caller
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
+
+
+# ----------------------------------------------------------------------------------------------
+# Value parsers: each takes the text of one value and raises _InvalidValueError with the reason.
+
+
+class _InvalidValueError(Exception):
+    """A value that breaks its key's rule; :class:`_Settings` adds where it was."""
+
+    def __init__(self, reason: str, allowed: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.allowed = allowed
+
+
+def _tokens(text: str) -> list[str]:
+    return [token for token in _SEPARATORS.split(text) if token]
+
+
+def _whole(text: str, allowed: str) -> int:
+    if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):
+        raise _InvalidValueError("not a whole number", allowed)
+    return int(text)
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    allowed = f"{low} to {high}"
+
+    def parse(text: str) -> int:
+        number = _whole(text, allowed)
+        if not low <= number <= high:
+            raise _InvalidValueError("out of range", allowed)
+        return number
+
+    return parse
+
+
+def _number(low: float, high: float, *, above: bool, unit: str) -> Callable[[str], float]:
+    """A parser for a finite number ``> low`` (``above``) or ``>= low``, and ``<= high``."""
+    allowed = f"more than {low:g}" if above else f"at least {low:g}"
+    allowed += f" ({unit})" if math.isinf(high) else f" and at most {high:g} ({unit})"
+
+    def parse(text: str) -> float:
+        try:
+            number = float(text)
+        except ValueError:
+            raise _InvalidValueError("not a number", allowed) from None
+        if not math.isfinite(number):
+            raise _InvalidValueError("not a number", allowed)
+        if number < low or (above and number == low) or number > high:
+            raise _InvalidValueError("out of range", allowed)
+        return number
+
+    return parse
+
+
+def _addresses(text: str) -> tuple[IPAddress, ...]:
+    allowed = "IP addresses (not names) separated by spaces or commas, e.g. 0.0.0.0 ::"
+    found: dict[IPAddress, None] = {}
+    for token in _tokens(text):
+        try:
+            found[ipaddress.ip_address(token)] = None
+        except ValueError:
+            raise _InvalidValueError(f'"{token}" is not an IP address', allowed) from None
+    if not found:
+        raise _InvalidValueError("names no address", allowed)
+    return tuple(found)
+
+
+def _network_list(text: str) -> tuple[IPNetwork, ...]:
+    allowed = "IP networks such as 192.0.2.0/24 or 2001:db8::/32, separated by spaces or commas"
+    found: dict[IPNetwork, None] = {}
+    for token in _tokens(text):
+        try:
+            found[ipaddress.ip_network(token, strict=False)] = None
+        except ValueError:
+            raise _InvalidValueError(f'"{token}" is not an IP network', allowed) from None
+    return tuple(found)
+
+
+def _modes(text: str) -> Mode:
+    allowed = ", ".join(MODE_NAMES)
+    modes = Mode(0)
+    for token in _tokens(text.lower()):
+        if token not in MODE_NAMES:
+            raise _InvalidValueError(f'"{token}" is not a mode', allowed)
+        modes |= MODE_NAMES[token]
+    if not modes:
+        raise _InvalidValueError("names no mode", allowed)
+    return modes
+
+
+def _test_ports(text: str) -> tuple[int, int] | None:
+    allowed = "any, or LO-HI with 1024 <= LO <= HI <= 65535"
+    if text.strip().lower() == "any":
+        return None
+    match = re.fullmatch(r"\s*([0-9]+)\s*-\s*([0-9]+)\s*", text)
+    if not match:
+        raise _InvalidValueError("not a port range", allowed)
+    low, high = int(match[1]), int(match[2])
+    if not 1024 <= low <= high <= 65535:
+        raise _InvalidValueError("not a usable port range", allowed)
+    return low, high
+
+
+def _ports(text: str) -> tuple[int, ...]:
+    allowed = "UDP ports 1 to 65535 separated by spaces or commas, or nothing for none"
+    found: dict[int, None] = {}
+    for token in _tokens(text):
+        if not re.fullmatch(r"[0-9]+", token) or not 1 <= int(token) <= 65535:
+            raise _InvalidValueError(f'"{token}" is not a port', allowed)
+        found[int(token)] = None
+    return tuple(found)
+
+
+def _pbkdf2_count(text: str) -> int:
+    allowed = "a power of two from 1024 to 16777216"
+    count = _whole(text, allowed)
+    if not 1024 <= count <= 2**24 or count & (count - 1):
+        raise _InvalidValueError("not a power of two in range", allowed)
+    return count
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in LOG_LEVELS:
+        raise _InvalidValueError("not a log level", ", ".join(LOG_LEVELS))
+    return level
+
+
+# ----------------------------------------------------------------------------------------------
+# The file's structure.
+
+
+def _lines(text: str) -> list[str]:
+    # Split exactly as configparser does when it reads a string, so line numbers agree.
+    return list(io.StringIO(text))
+
+
+def _strip_comment(line: str) -> str:
+    """The line as configparser sees it: full-line and whitespace-led inline comments gone."""
+    stripped = line.strip()
+    if stripped.startswith(("#", ";")):
+        return ""
+    for index, char in enumerate(line):
+        if char in "#;" and (index == 0 or line[index - 1].isspace()):
+            return line[:index].strip()
+    return stripped
+
+
+def _scan(text: str, path: Path | None) -> tuple[dict[str, int], bool]:
+    """The line of every key, and whether a ``[server]`` header opens the file.
+
+    configparser gives no line numbers for values, so this walk mirrors its reading (comments,
+    indented continuation lines, blank lines ending a value) and catches what it would report
+    less clearly: other sections, keys set twice, lines that are not ``key = value``.
+    """
+    lines: dict[str, int] = {}
+    header_line: int | None = None
+    value_indent: int | None = None  # indent of the key whose value may continue
+    for number, line in enumerate(_lines(text), start=1):
+        content = _strip_comment(line)
+        if not content:
+            value_indent = None
+            continue
+        indent = len(line) - len(line.lstrip())
+        if value_indent is not None and indent > value_indent:
+            continue
+        value_indent = None
+        if content.startswith("["):
+            match = re.fullmatch(r"\[(.+)\]", content)
+            name = match[1] if match else content
+            allowed = f"[{SECTION}] once, before the first key, or no section at all"
+            if name != SECTION:
+                raise ConfigError(
+                    f"section {content} is not known", path=path, line=number, allowed=allowed
+                )
+            if header_line is not None or lines:
+                raise ConfigError(
+                    f"section [{SECTION}] comes too late", path=path, line=number, allowed=allowed
+                )
+            header_line = number
+            continue
+        key, equals, _ = content.partition("=")
+        key = key.strip().lower()  # configparser's optionxform lowercases keys too
+        if not equals or not key:
+            raise ConfigError(
+                f'"{content}" is not a setting', path=path, line=number, allowed="key = value"
+            )
+        if key in lines:
+            raise ConfigError(
+                f"set twice (first on line {lines[key]})", path=path, line=number, key=key
+            )
+        lines[key] = number
+        value_indent = indent
+    return lines, header_line is not None
+
+
+def _read_values(text: str, path: Path | None) -> tuple[dict[str, str], dict[str, int]]:
+    """Every ``key: value`` of the file with the line each key is on."""
+    lines, has_header = _scan(text, path)
+    parser = configparser.ConfigParser(
+        delimiters=("=",),
+        comment_prefixes=("#", ";"),
+        inline_comment_prefixes=("#", ";"),
+        empty_lines_in_values=False,
+        interpolation=None,
+        default_section="\0",  # no [DEFAULT] magic: _scan already refused other sections
+    )
+    source = _lines(text) if has_header else [f"[{SECTION}]\n", *_lines(text)]
+    try:
+        parser.read_file(source, source=str(path) if path else "<config>")
+    except configparser.Error as error:  # _scan catches these first; this is a backstop
+        number = getattr(error, "lineno", None)
+        if number is not None and not has_header:
+            number -= 1
+        raise ConfigError(error.message.splitlines()[0], path=path, line=number) from None
+    values = dict(parser[SECTION]) if parser.has_section(SECTION) else {}
+    for key in values:
+        if key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+            raise ConfigError(
+                f"unknown key (did you mean {close[0]}?)" if close else "unknown key",
+                path=path,
+                line=lines.get(key),
+                key=key,
+                value=values[key],
+                allowed=", ".join(KNOWN_KEYS),
+            )
+    return values, lines
+
+
+class _Settings:
+    """The file's values, with what it takes to say where a bad one was."""
+
+    def __init__(self, values: dict[str, str], lines: dict[str, int], path: Path | None) -> None:
+        self.values = values
+        self.lines = lines
+        self.path = path
+
+    def get(self, key: str, parse: Callable[[str], _T], default: _T) -> _T:
+        if key not in self.values:
+            return default
+        try:
+            return parse(self.values[key])
+        except _InvalidValueError as invalid:
+            raise self.error(key, invalid.reason, invalid.allowed) from None
+
+    def error(self, key: str, reason: str, allowed: str | None = None) -> ConfigError:
+        return ConfigError(
+            reason,
+            path=self.path,
+            line=self.lines.get(key),
+            key=key,
+            value=self.values.get(key),
+            allowed=allowed,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Keys file.
+
+
+def _decode(data: bytes, path: Path | None) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError("not UTF-8 text", path=path, line=line) from None
+
+
+def _key_line(line: str) -> tuple[bytes, bytes]:
+    """The KeyID and secret of one ``KEYID SECRET`` line; _InvalidValueError names no secret."""
+    parts = line.split(None, 1)
+    key_text, secret_text = parts[0], (parts[1].strip() if len(parts) > 1 else "")
+    key_id = key_text.encode("utf-8")
+    if len(key_id) > KEY_ID_MAX:
+        # The KeyID is not echoed: a line holding only a secret would print it.
+        raise _InvalidValueError(
+            f"the KeyID is {len(key_id)} octets long", f"KeyIDs of 1 to {KEY_ID_MAX} octets"
+        )
+    if not secret_text:
+        raise _InvalidValueError("a KeyID without a secret", "KEYID SECRET")
+    if not secret_text.startswith("hex:"):
+        return key_id, secret_text.encode("utf-8")
+    digits = secret_text[4:]
+    if not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", digits):
+        raise _InvalidValueError(
+            f'the secret of KeyID "{key_text}" is not hex',
+            "hex: followed by an even number of hex digits",
+        )
+    return key_id, bytes.fromhex(digits)
+
+
+def parse_keys(text: str, path: Path | None = None) -> KeyStore:
+    """The secrets of a keys file's text: ``KEYID SECRET`` lines, ``#`` comment lines.
+
+    SECRET is the rest of the line, stripped, taken as a UTF-8 passphrase, or ``hex:`` and an
+    even number of hex digits for raw octets.  A ``#`` inside a secret is part of it.  Errors
+    name the line and at most the KeyID, never the secret.
+    """
+    secrets: dict[bytes, bytes] = {}
+    first_line: dict[bytes, int] = {}
+    for number, line in enumerate(_lines(text), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            key_id, secret = _key_line(stripped)
+        except _InvalidValueError as invalid:
+            raise ConfigError(
+                invalid.reason, path=path, line=number, allowed=invalid.allowed
+            ) from None
+        if key_id in secrets:
+            shown = key_id.decode("utf-8")
+            raise ConfigError(
+                f'KeyID "{shown}" is listed twice (first on line {first_line[key_id]})',
+                path=path,
+                line=number,
+            )
+        secrets[key_id] = secret
+        first_line[key_id] = number
+    return KeyStore(secrets)
+
+
+def read_keys(path: Path) -> KeyStore:
+    """The keys file at ``path``; OSError if it cannot be read, ConfigError if it is unsafe.
+
+    The mode is checked on the open file, so the file checked is the file read.
+    """
+    with path.open("rb") as file:
+        mode = os.fstat(file.fileno()).st_mode
+        if mode & 0o007:
+            what = "readable" if mode & 0o004 else "accessible"
+            raise ConfigError(
+                f"is {what} by every user (mode {mode & 0o777:04o}); chmod 640 it", path=path
+            )
+        data = file.read()
+    return parse_keys(_decode(data, path), path)
+
+
+def _load_keys(settings: _Settings) -> tuple[KeyStore, Path | None]:
+    value = settings.values.get("keys_file")
+    if value is not None and not value.strip():
+        return KeyStore(), None  # "keys_file =" turns keys off
+    if value is None:
+        keys_path = DEFAULT_KEYS_PATH
+    elif settings.path is not None:
+        keys_path = settings.path.parent / value.strip()
+    else:
+        keys_path = Path(value.strip())
+    try:
+        return read_keys(keys_path), keys_path
+    except FileNotFoundError:
+        if value is None:
+            return KeyStore(), None
+        raise settings.error("keys_file", f"cannot read {keys_path}: no such file") from None
+    except OSError as error:
+        raise settings.error("keys_file", f"cannot read {keys_path}: {error.strerror}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole file.
+
+
+def parse_config(text: str, path: Path | None = None) -> Config:
+    """Check the text of a configuration file; ``path`` is for messages and the keys file."""
+    settings = _Settings(*_read_values(text, path), path)
+    get = settings.get
+    # Each value alone first, in the shipped file's order; then the rules between values.
+    control_port = get("control_port", _integer(1, 65535), 862)
+    test_port = get("test_port", _integer(1, 65535), 863)
+    max_sessions = get("max_sessions", _integer(1, 100000), 100)
+    per_client = get("max_sessions_per_client", _integer(1, 100000), max_sessions)
+    minutes = _number(0, 1440, above=True, unit="minutes")
+    session_timeout = get("session_timeout", minutes, 5.0)
+    seconds = _number(0, 86400, above=True, unit="seconds")
+    control_timeout = get("control_timeout", seconds, 900.0)
+    listen = get("listen", _addresses, _DEFAULT_LISTEN)
+    modes = get("modes", _modes, SECURITY_MODES)
+    allow = get("allow", _network_list, _EVERYWHERE)
+    test_ports = get("test_ports", _test_ports, None)
+    light_ports = get("light_ports", _ports, _NO_PORTS)
+    light_allow = get("light_allow", _network_list, _NOWHERE)
+    pbkdf2_count = get("pbkdf2_count", _pbkdf2_count, 8192)
+    interval = _number(STATUS_INTERVAL_MIN, math.inf, above=False, unit="seconds")
+    status_interval = get("status_interval", interval, 10.0)
+    log_level = get("log_level", _log_level, "info")
+
+    if per_client > max_sessions:
+        raise settings.error(
+            "max_sessions_per_client",
+            "more than max_sessions",
+            f"1 to {max_sessions} (max_sessions)",
+        )
+    if test_port in light_ports:
+        raise settings.error(
+            "light_ports",
+            f"test_port {test_port} is a TWAMP-Test port already",
+            f"UDP ports other than test_port {test_port}",
+        )
+    keys, keys_file = _load_keys(settings)
+    warnings: list[str] = []
+    if modes & SECURE_CONTROL_MODES and not keys:
+        modes &= Mode.UNAUTHENTICATED
+        if not modes:
+            raise settings.error(
+                "modes",
+                "authenticated, encrypted and mixed modes need keys and there are none",
+                "unauthenticated, or a keys_file that holds keys",
+            )
+        warnings.append("no keys: only unauthenticated mode is offered")
+    if not allow:
+        warnings.append("allow is empty: every control connection is refused")
+    if light_ports and not light_allow:
+        warnings.append("light_ports set but light_allow is empty: TWAMP Light answers nobody")
+    if light_allow and not light_ports:
+        warnings.append("light_allow set but light_ports is empty: TWAMP Light is off")
+    if test_ports is not None:
+        low, high = test_ports
+        warnings.extend(
+            f"light port {port} lies in test_ports {low}-{high}: "
+            "test sessions asking for it are refused"
+            for port in light_ports
+            if low <= port <= high
+        )
+
+    return Config(
+        path=path,
+        control_port=control_port,
+        test_port=test_port,
+        max_sessions=max_sessions,
+        max_sessions_per_client=per_client,
+        session_timeout=session_timeout,
+        control_timeout=control_timeout,
+        listen=listen,
+        modes=modes,
+        keys_file=keys_file,
+        keys=keys,
+        _allow=allow,
+        test_ports=test_ports,
+        light_ports=light_ports,
+        _light_allow=light_allow,
+        pbkdf2_count=pbkdf2_count,
+        status_interval=status_interval,
+        log_level=log_level,
+        warnings=tuple(warnings),
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Read and check the configuration file at ``path``; keys_file is relative to its folder."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read: {error.strerror}", path=path) from None
+    return parse_config(_decode(data, path), path)
+
+
+__all__ = [
+    "DEFAULT_KEYS_PATH",
+    "DEFAULT_PATH",
+    "Config",
+    "ConfigError",
+    "KeyStore",
+    "load_config",
+    "parse_config",
+    "parse_keys",
+    "read_keys",
+]

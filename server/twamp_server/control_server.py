@@ -1,0 +1,305 @@
+"""The Server: TWAMP-Control over TCP (RFC 5357 §3), one coroutine per control connection.
+
+Each connection runs a :class:`twamp_common.control.ServerControl` state machine: this module
+only moves bytes between the socket and the state machine, applies the operator's policy (who
+may connect, with which key, how many sessions) and turns accepted sessions into reflector
+sessions.  Any protocol error, timeout or disconnect ends that connection and its sessions only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import time
+from collections import Counter
+from typing import Any
+
+from twamp_common.codes import Accept, Mode, mode_name
+from twamp_common.control import NEED_DATA, ConnectionClosed, Phase, ServerControl
+from twamp_common.control_messages import (
+    AcceptSession,
+    RequestTWSession,
+    SetUpResponse,
+    StartAck,
+    StartNAck,
+    StartNSessions,
+    StartSessions,
+    StopNAck,
+    StopNSessions,
+    StopSessions,
+    make_sid,
+)
+from twamp_common.errors import ProtocolError
+from twamp_common.timestamp import ns_to_ntp, ntp_interval_to_ns
+
+from .admission import Limits, judge, normalise
+from .config import Config
+from .reflector import Reflector, TestSession
+
+#: Seconds a new connection has to complete Set-Up-Response: a connection that opens and says
+#: nothing must not hold a slot for SERVWAIT (900 s).
+SETUP_TIMEOUT = 30.0
+#: Offered besides the configured security modes.
+FEATURES = Mode.INDIVIDUAL_SESSION_CONTROL
+#: Largest read per wake-up.
+READ_SIZE = 65536
+
+
+class Server:
+    """What every control connection shares: configuration, reflector, the session census."""
+
+    def __init__(self, config: Config, reflector: Reflector, log: Any) -> None:
+        self.config = config
+        self.reflector = reflector
+        self.log = log
+        self.connections: set[ControlConnection] = set()
+        #: Cleared on SIGTERM: new connections are then greeted with Modes 0.
+        self.accepting = True
+        #: Start-Time of Server-Start: when this server instance started (RFC 4656 §3.1).
+        self.start_time = ns_to_ntp(time.time_ns())
+
+    @property
+    def limits(self) -> Limits:
+        config = self.config
+        return Limits(
+            test_port=config.test_port,
+            max_sessions=config.max_sessions,
+            max_sessions_per_client=config.max_sessions_per_client,
+            test_ports=config.test_ports,
+        )
+
+    def session_count(self) -> int:
+        return sum(len(connection.sessions) for connection in self.connections)
+
+    def sessions_by_client(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for connection in self.connections:
+            counts[connection.peer_text] += len(connection.sessions)
+        return counts
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """asyncio.start_server callback: serve one control connection to its end."""
+        connection = ControlConnection(self, reader, writer)
+        self.connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+
+    def end_session(self, connection: ControlConnection, session: TestSession, why: str) -> None:
+        """Stop reflecting for ``session``, free its slot and log its counters."""
+        if connection.sessions.pop(session.sid, None) is None:
+            return
+        self.reflector.remove(session)
+        self.log.info(
+            "session ended",
+            peer=connection.peer_text,
+            sid=session.sid.hex(),
+            reason=why,
+            **session.counters(),
+        )
+
+    def expire_idle(self, now: float) -> None:
+        """REFWAIT: end sessions that have been silent longer than ``session_timeout``."""
+        limit = self.config.session_timeout_seconds
+        for connection in list(self.connections):
+            for session in list(connection.sessions.values()):
+                if session.stop_deadline is not None and now > session.stop_deadline:
+                    self.end_session(connection, session, "stopped")
+                elif now - session.last_seen > limit:
+                    self.end_session(connection, session, f"no packet for {limit:g} s (REFWAIT)")
+
+
+class ControlConnection:
+    """One TWAMP-Control connection and the test sessions it set up."""
+
+    def __init__(
+        self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        local = writer.get_extra_info("sockname")
+        self.peer = normalise(ipaddress.ip_address(peer[0]))
+        self.local = normalise(ipaddress.ip_address(local[0]))
+        self.peer_text = str(self.peer)
+        self.log = server.log.bind(peer=self.peer_text, peer_port=peer[1])
+        self.sessions: dict[bytes, TestSession] = {}
+        self.control: ServerControl | None = None
+
+    def _offered_modes(self) -> tuple[Mode, str | None]:
+        config = self.server.config
+        if not self.server.accepting:
+            return Mode(0), "server is shutting down"
+        if not config.client_allowed(self.peer):
+            return Mode(0), "client address not in allow"
+        return config.modes | FEATURES, None
+
+    async def run(self) -> None:
+        modes, refusal = self._offered_modes()
+        control = ServerControl(modes, count=self.server.config.pbkdf2_count)
+        self.control = control
+        outcome = "closed by client"
+        try:
+            self.writer.write(control.greet())
+            if refusal is not None:
+                outcome = f"refused: {refusal}"
+                await self.writer.drain()
+                return
+            outcome = await self._serve(control)
+        except ProtocolError as error:
+            outcome = f"protocol error: {error}"
+        except TimeoutError:
+            outcome = "timed out (set-up)" if control.phase is not Phase.OPEN else "idle (SERVWAIT)"
+        except (ConnectionError, OSError) as error:
+            outcome = f"connection lost: {error.__class__.__name__}"
+        finally:
+            for session in list(self.sessions.values()):
+                self.server.end_session(self, session, "control connection closed")
+            self.writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await self.writer.wait_closed()
+            self.log.info(
+                "control connection ended",
+                mode=mode_name(control.mode),
+                outcome=outcome,
+            )
+
+    def _read_timeout(self, control: ServerControl) -> float | None:
+        """SETUP_TIMEOUT during set-up; SERVWAIT when idle; none while sessions run (RFC 5357
+        §3.1 suspends SERVWAIT while test sessions are in progress)."""
+        if control.phase is not Phase.OPEN:
+            return SETUP_TIMEOUT
+        if any(
+            session.started and session.stop_deadline is None for session in self.sessions.values()
+        ):
+            return None
+        return self.server.config.control_timeout
+
+    async def _serve(self, control: ServerControl) -> str:
+        while True:
+            event = control.next_event()
+            if event is NEED_DATA:
+                data = await asyncio.wait_for(
+                    self.reader.read(READ_SIZE), self._read_timeout(control)
+                )
+                control.receive_data(data)
+                continue
+            if isinstance(event, ConnectionClosed):
+                return "closed by client"
+            if isinstance(event, SetUpResponse):
+                if not await self._set_up(control, event):
+                    return "set-up refused"
+                continue
+            self.writer.write(self._answer(control, event))
+            await self.writer.drain()
+
+    async def _set_up(self, control: ServerControl, setup: SetUpResponse) -> bool:
+        secret = self.server.config.keys.get(setup.key_id) if setup.key_id else None
+        loop = asyncio.get_running_loop()
+        # PBKDF2 costs milliseconds: keep it off the loop that reflects packets.
+        data, accepted = await loop.run_in_executor(
+            None, control.start, secret, self.server.start_time
+        )
+        self.writer.write(data)
+        await self.writer.drain()
+        if accepted:
+            self.log = self.log.bind(mode=mode_name(control.mode))
+            self.log.info("control connection set up", key_id=setup.key_id.decode(errors="replace"))
+        else:
+            self.log.warning(
+                "control connection refused",
+                mode=int(setup.mode),
+                key_id=setup.key_id.decode(errors="replace"),
+                reason="unsupported mode" if control.setup_refusal() else "authentication failed",
+            )
+        return accepted
+
+    def _answer(
+        self,
+        control: ServerControl,
+        event: RequestTWSession | StartSessions | StopSessions | StartNSessions | StopNSessions,
+    ) -> bytes:
+        now = time.monotonic()
+        if isinstance(event, RequestTWSession):
+            return control.send(self._request(control, event, now))
+        if isinstance(event, StartSessions):
+            for session in self.sessions.values():
+                self._start(session, now)
+            return control.send(StartAck(Accept.OK))
+        if isinstance(event, StopSessions):
+            for session in self.sessions.values():
+                self._stop(session, now)
+            return b""
+        chosen = [self.sessions[sid] for sid in event.sids if sid in self.sessions]
+        if isinstance(event, StartNSessions):
+            for session in chosen:
+                self._start(session, now)
+            return control.send(StartNAck(event.sids, Accept.OK))
+        for session in chosen:
+            self._stop(session, now)
+        return control.send(StopNAck(event.sids, Accept.OK))
+
+    def _start(self, session: TestSession, now: float) -> None:
+        session.started = True
+        session.last_seen = now
+        self.log.info("session started", sid=session.sid.hex())
+
+    def _stop(self, session: TestSession, now: float) -> None:
+        if session.stop_deadline is None:
+            session.stop_deadline = now + session.timeout
+
+    def _request(
+        self, control: ServerControl, request: RequestTWSession, now: float
+    ) -> AcceptSession:
+        server = self.server
+        authenticated = bool(control.mode & (Mode.AUTHENTICATED | Mode.ENCRYPTED))
+        verdict = judge(
+            request,
+            authenticated=authenticated,
+            control_peer=self.peer,
+            control_local=self.local,
+            limits=server.limits,
+            running_total=server.session_count(),
+            running_for_client=server.sessions_by_client()[self.peer_text],
+            port_usable=self._port_usable,
+            timeout=ntp_interval_to_ns(request.timeout) / 1e9,
+        )
+        if verdict.accept != Accept.OK or verdict.peer is None:
+            self.log.warning("session refused", accept=int(verdict.accept), reason=verdict.reason)
+            return AcceptSession(verdict.accept)
+        sid = make_sid(self.local, ns_to_ntp(time.time_ns()), os.urandom(4))
+        session = TestSession(
+            sid=sid,
+            peer=verdict.peer,
+            local_port=verdict.port,
+            authenticated=authenticated,
+            protection=control.test_protection(sid),
+            dscp=verdict.dscp,
+            timeout=verdict.timeout,
+            last_seen=now,
+        )
+        self.sessions[sid] = session
+        server.reflector.add(session)
+        self.log.info(
+            "session accepted",
+            sid=sid.hex(),
+            reason=verdict.reason,
+            sender_port=verdict.peer[1],
+            reflector_port=verdict.port,
+            padding=request.padding_length,
+            dscp=verdict.dscp,
+        )
+        return AcceptSession(Accept.OK, verdict.port, sid)
+
+    def _port_usable(self, port: int) -> bool:
+        """Whether the reflector listens, or can start listening, on ``port`` for this client."""
+        reflector = self.server.reflector
+        try:
+            reflector.bind(str(self.local), port)
+        except OSError:
+            return reflector.bound(port)
+        return True

@@ -1,0 +1,193 @@
+"""The twamp-server daemon: binds, serves, reports to systemd, reloads and stops.
+
+Life cycle: every socket is bound before READY=1 is sent; STATUS= is refreshed with the session
+count and the reflected packet rate; WATCHDOG=1 is sent from the event loop itself, so a loop
+that hangs stops the pings and systemd restarts us; SIGHUP reloads the configuration without
+touching running sessions (RELOADING=1 … READY=1); SIGTERM sends STOPPING=1, refuses new work
+and ends within SHUTDOWN_GRACE seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from twamp_common.clock import read_clock_state
+
+from .config import Config, ConfigError, load_config
+from .control_server import Server
+from .notify import Notifier
+from .reflector import Reflector
+
+#: Seconds between REFWAIT sweeps and clock-state refreshes.
+TICK = 1.0
+#: Seconds the daemon waits for control connections to close on SIGTERM.
+SHUTDOWN_GRACE = 5.0
+#: Keys whose new values only a restart applies (they decide which sockets exist).
+RESTART_KEYS = ("listen", "control_port", "test_port", "light_ports")
+#: Most TWAMP Light senders tracked at once, per configured max_sessions.
+LIGHT_SESSIONS_PER_SLOT = 10
+
+
+class Daemon:
+    """One running twamp-server."""
+
+    def __init__(self, config: Config, log: Any, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.log = log
+        self.notifier = notifier or Notifier()
+        self.loop = asyncio.get_running_loop()
+        self.reflector = Reflector(self.loop)
+        self.server = Server(config, self.reflector, log)
+        self.listeners: list[asyncio.Server] = []
+        self.stopping = asyncio.Event()
+        self._reloads: set[asyncio.Task[None]] = set()
+        self._last_status = (time.monotonic(), 0)
+
+    async def bind(self) -> None:
+        """Open every socket the configuration asks for; OSError if one cannot be had."""
+        config = self.config
+        self._apply_light_policy()
+        for address in config.listen:
+            host = str(address)
+            try:
+                self.reflector.bind(host, config.test_port, permanent=True)
+            except OSError as error:
+                if _family_unavailable(error, address.is_unspecified):
+                    self.log.warning("address family unavailable, not listening", address=host)
+                    continue
+                raise
+            for port in config.light_ports:
+                self.reflector.bind(host, port, light=True)
+            self.listeners.append(
+                await asyncio.start_server(
+                    self.server.handle, host, config.control_port, reuse_address=True
+                )
+            )
+        if not self.listeners:
+            raise OSError(errno.EADDRNOTAVAIL, "no listen address could be bound")
+
+    def _apply_light_policy(self) -> None:
+        self.reflector.light_allowed = self.config.light_allowed
+        self.reflector.light_capacity = (
+            self.config.max_sessions * LIGHT_SESSIONS_PER_SLOT if self.config.light_ports else 0
+        )
+
+    async def run(self, config_path: Path) -> int:
+        """Serve until SIGTERM/SIGINT; the exit status."""
+        self.loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        self.loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        self.loop.add_signal_handler(signal.SIGHUP, self._reload_soon, config_path)
+        self._refresh_clock()
+        self.log.info(
+            "twamp-server ready",
+            control_port=self.config.control_port,
+            test_port=self.config.test_port,
+            listen=" ".join(str(address) for address in self.config.listen),
+            modes=int(self.config.modes),
+            light_ports=" ".join(map(str, self.config.light_ports)) or "off",
+        )
+        self.notifier.ready(self.status_text())
+        ticker = asyncio.create_task(self._tick())
+        await self.stopping.wait()
+        ticker.cancel()
+        await self.shutdown()
+        return 0
+
+    def _reload_soon(self, config_path: Path) -> None:
+        task = self.loop.create_task(self.reload(config_path))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self, config_path: Path) -> None:
+        """SIGHUP: read the file again and apply what can be applied without a restart."""
+        self.notifier.reloading()
+        try:
+            new = await self.loop.run_in_executor(None, load_config, config_path)
+        except ConfigError as error:
+            self.log.error("reload failed; keeping the running configuration", error=str(error))
+        else:
+            kept = [key for key in RESTART_KEYS if getattr(new, key) != getattr(self.config, key)]
+            if kept:
+                self.log.warning(
+                    "these settings apply only after a restart", settings=" ".join(kept)
+                )
+            self.config = new
+            self.server.config = new
+            self._apply_light_policy()
+            for warning in new.warnings:
+                self.log.warning(warning)
+            self.log.info("configuration reloaded", max_sessions=new.max_sessions)
+        self.notifier.ready(self.status_text())
+
+    async def _tick(self) -> None:
+        next_status = time.monotonic()
+        next_watchdog = time.monotonic()
+        while True:
+            now = time.monotonic()
+            self.server.expire_idle(now)
+            self._expire_light(now)
+            if now >= next_status:
+                self._refresh_clock()
+                self.notifier.status(self.status_text())
+                next_status = now + self.config.status_interval
+            interval = self.notifier.watchdog_interval
+            if interval is not None and now >= next_watchdog:
+                self.notifier.watchdog()
+                next_watchdog = now + interval
+            await asyncio.sleep(min(TICK, interval or TICK))
+
+    def _expire_light(self, now: float) -> None:
+        limit = self.config.session_timeout_seconds
+        for session in self.reflector.sessions():
+            if not session.sid and now - session.last_seen > limit:
+                self.reflector.remove(session)
+                self.log.info(
+                    "light session ended",
+                    peer=session.peer[0],
+                    peer_port=session.peer[1],
+                    reason=f"no packet for {limit:g} s",
+                    **session.counters(),
+                )
+
+    def _refresh_clock(self) -> None:
+        self.reflector.error_estimate = read_clock_state().error_estimate().to_wire()
+
+    def status_text(self) -> str:
+        """The STATUS= line: connections, sessions, and the reflected packet rate."""
+        now = time.monotonic()
+        then, count = self._last_status
+        total = self.reflector.total_reflected
+        rate = (total - count) / (now - then) if now > then else 0.0
+        self._last_status = (now, total)
+        sessions = [s for c in self.server.connections for s in c.sessions.values()]
+        running = sum(1 for session in sessions if session.started)
+        return (
+            f"{len(self.server.connections)} control connections, {len(sessions)} sessions"
+            f" ({running} running), {self.reflector.light_sessions} light senders,"
+            f" {rate:.0f} packets/s reflected"
+        )
+
+    async def shutdown(self) -> None:
+        """Refuse new work, end every connection and session, close every socket."""
+        self.notifier.stopping()
+        self.log.info("twamp-server stopping", connections=len(self.server.connections))
+        self.server.accepting = False
+        for listener in self.listeners:
+            listener.close()
+        for connection in list(self.server.connections):
+            connection.writer.close()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while self.server.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        self.reflector.close()
+        self.log.info("twamp-server stopped")
+
+
+def _family_unavailable(error: OSError, wildcard: bool) -> bool:
+    """A wildcard address of a family this host lacks (IPv6 disabled) is skipped, not fatal."""
+    return wildcard and error.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)

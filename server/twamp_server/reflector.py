@@ -1,0 +1,324 @@
+"""The Session-Reflector: TWAMP-Test over UDP (RFC 5357 §4.2), the daemon's hot path.
+
+One :class:`Reflector` owns the UDP sockets (the shared ``test_port``, ports that clients asked
+for, TWAMP Light ports) and a table of :class:`TestSession` keyed by (local port, sender address,
+sender port).  A packet is reflected only when it matches a session that was accepted and
+started, and only back to the address it came from, which is always the address of the
+client's control connection: the reflector can never be aimed at a third party.
+
+Timing: the receive time T2 is the kernel's (SO_TIMESTAMPNS), not the moment Python woke up;
+the send time T3 is read immediately before ``sendto``.  Per packet there is no logging and no
+object creation beyond what the socket calls need; counters are plain integers read by the
+status line and the per-session log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import time
+from collections.abc import Callable
+
+from twamp_common import udp_options
+from twamp_common.crypto import TestPacketProtection
+from twamp_common.errors import ProtocolError
+from twamp_common.test_packets import (
+    REFLECTOR_HEADER_SIZE,
+    SENDER_HEADER_SIZE,
+    ReflectorPacketBuilder,
+)
+from twamp_common.timestamp import ns_to_ntp
+
+#: Receive buffer asked of the kernel: a few ms of a 100k packets/s flow, so that a short
+#: scheduling stall of this process loses nothing.
+RECEIVE_BUFFER = 4 * 1024 * 1024
+#: Packets handled per wake-up before yielding to the event loop (control traffic, timers).
+BATCH = 256
+#: Largest datagram we read; anything longer is truncated by the kernel and dropped by us.
+MAX_DATAGRAM = 65535
+
+Address = tuple[str, int]
+SessionKey = tuple[int, str, int]
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class TestSession:
+    """One accepted TWAMP-Test session (or one TWAMP Light sender) and its counters."""
+
+    sid: bytes
+    #: Where replies go and packets must come from: the control connection's peer address and
+    #: the sender port (announced, or latched from the first packet when a NAT rewrote it).
+    peer: Address
+    #: Our UDP port for this session.
+    local_port: int
+    #: Authenticated/encrypted test layout (48/112 octet headers) instead of the open one.
+    authenticated: bool = False
+    protection: TestPacketProtection | None = None
+    dscp: int = 0
+    #: How long to keep reflecting after Stop-Sessions (Request-TW-Session Timeout), seconds.
+    timeout: float = 0.0
+    #: Whether replies may go out: set by Start-Sessions, cleared when the stop timeout ends.
+    started: bool = False
+    #: Monotonic time after which nothing more is reflected (Stop-Sessions + Timeout).
+    stop_deadline: float | None = None
+    #: Monotonic time of the last packet received, or of acceptance: for REFWAIT.
+    last_seen: float = 0.0
+    #: Whether the sender port is still the announced one and may be re-learnt once (NAT).
+    latchable: bool = True
+    #: Reply packets must never be larger than requests (TWAMP Light: no control session).
+    no_amplification: bool = False
+    seq: int = 0
+    reflected: int = 0
+    dropped: int = 0
+    bad_hmac: int = 0
+    builder: ReflectorPacketBuilder = dataclasses.field(init=False)
+    ancillary: list[tuple[int, int, bytes]] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.builder = ReflectorPacketBuilder(self.authenticated)
+        family = socket.AF_INET6 if ":" in self.peer[0] else socket.AF_INET
+        self.ancillary = udp_options.traffic_class_ancillary(family, self.dscp)
+
+    @property
+    def key(self) -> SessionKey:
+        return (self.local_port, self.peer[0], self.peer[1])
+
+    def counters(self) -> dict[str, int]:
+        """What the session-ended log line reports."""
+        return {"reflected": self.reflected, "dropped": self.dropped, "bad_hmac": self.bad_hmac}
+
+
+class Reflector:
+    """The UDP side of the server: sockets, the session table, the reflect loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._sockets: dict[tuple[str, int], socket.socket] = {}
+        #: Ports bound for the daemon's lifetime (test_port, light ports); others are closed
+        #: when their last session ends.
+        self._permanent_ports: set[int] = set()
+        self._light_ports: set[int] = set()
+        self._sessions: dict[SessionKey, TestSession] = {}
+        #: Admission test for TWAMP Light senders (address -> allowed), set by the daemon.
+        self.light_allowed: Callable[[str], bool] = lambda _address: False
+        #: Most TWAMP Light senders tracked at once (each holds a sequence counter).
+        self.light_capacity = 0
+        self.light_sessions = 0
+        #: Error Estimate (16-bit wire value) for T2 and T3; refreshed by the daemon.
+        self.error_estimate = 0x0001
+        #: Datagrams that matched no session (or no started one): never answered.
+        self.unmatched = 0
+        #: Total replies sent, for the status line's packet rate.
+        self.total_reflected = 0
+
+    # -- sockets ---------------------------------------------------------------------------------
+
+    def bind(
+        self, address: str, port: int, *, permanent: bool = False, light: bool = False
+    ) -> None:
+        """Open a UDP socket on ``address``:``port`` (idempotent).  Raises OSError.
+
+        A socket that is not ``permanent`` serves the sessions that asked for its port and is
+        closed with the last of them.
+        """
+        if (address, port) in self._sockets:
+            return
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            for level, option, value in udp_options.receive_options(family):
+                sock.setsockopt(level, option, value)
+            for level, option, value in udp_options.send_options(family):
+                sock.setsockopt(level, option, value)
+            _grow_buffers(sock)
+            sock.bind((address, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        bound_port = sock.getsockname()[1]
+        self._sockets[(address, bound_port)] = sock
+        if permanent or light:
+            self._permanent_ports.add(bound_port)
+        if light:
+            self._light_ports.add(bound_port)
+        self._loop.add_reader(sock, self._drain, sock, bound_port)
+
+    def bound(self, port: int) -> bool:
+        """Whether some socket already listens on ``port``."""
+        return any(bound_port == port for _address, bound_port in self._sockets)
+
+    def close(self) -> None:
+        """Close every socket (shutdown)."""
+        for key in list(self._sockets):
+            self._close(key)
+
+    def _close(self, key: tuple[str, int]) -> None:
+        sock = self._sockets.pop(key)
+        self._loop.remove_reader(sock)
+        sock.close()
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    def add(self, session: TestSession) -> None:
+        self._sessions[session.key] = session
+
+    def remove(self, session: TestSession) -> None:
+        """Forget ``session``; close its port if it was opened for it and nothing else uses it."""
+        if self._sessions.get(session.key) is session:
+            del self._sessions[session.key]
+        if not session.sid:
+            self.light_sessions -= 1
+        port = session.local_port
+        if port in self._permanent_ports or any(
+            other.local_port == port for other in self._sessions.values()
+        ):
+            return
+        for key in [key for key in self._sockets if key[1] == port]:
+            self._close(key)
+
+    def sessions(self) -> list[TestSession]:
+        return list(self._sessions.values())
+
+    def _latch(self, port: int, address: Address, data: bytes) -> TestSession | None:
+        """The session a packet from an unannounced sender port belongs to, if one can be told.
+
+        Behind a NAT the sender's source port is not the one in Request-TW-Session.  A started
+        session of the same sender address that has not yet seen a packet takes the new port,
+        oldest first; in the authenticated modes only a packet whose HMAC verifies may do that.
+        The address itself is never re-learnt, so replies still go only to the control peer.
+        """
+        for session in self._sessions.values():
+            if (
+                session.latchable
+                and session.started
+                and session.local_port == port
+                and session.peer[0] == address[0]
+                and (session.protection is None or _authentic(session.protection, data))
+            ):
+                del self._sessions[session.key]
+                session.peer = (address[0], address[1])
+                session.latchable = False
+                self._sessions[session.key] = session
+                return session
+        return None
+
+    def _light_session(self, port: int, address: Address, now: float) -> TestSession | None:
+        if port not in self._light_ports or not self.light_allowed(address[0]):
+            return None
+        if self.light_sessions >= self.light_capacity:
+            return None
+        session = TestSession(
+            sid=b"",
+            peer=(address[0], address[1]),
+            local_port=port,
+            started=True,
+            last_seen=now,
+            latchable=False,
+            no_amplification=True,
+        )
+        self._sessions[session.key] = session
+        self.light_sessions += 1
+        return session
+
+    # -- the hot path ----------------------------------------------------------------------------
+
+    def _drain(self, sock: socket.socket, port: int) -> None:
+        """Reflect what the socket holds, up to BATCH packets, then yield to the event loop."""
+        sessions = self._sessions
+        now = time.monotonic()
+        recvmsg = sock.recvmsg
+        for _ in range(BATCH):
+            try:
+                data, ancdata, flags, address = recvmsg(MAX_DATAGRAM, udp_options.ANCILLARY_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.unmatched += 1
+                continue
+            session = sessions.get((port, address[0], address[1]))
+            if session is None:
+                session = self._latch(port, address, data) or self._light_session(
+                    port, address, now
+                )
+                if session is None:
+                    self.unmatched += 1
+                    continue
+            if flags & socket.MSG_TRUNC:
+                session.dropped += 1
+                continue
+            received_ns, ttl = udp_options.parse_ancillary(ancdata)
+            self._reflect(sock, session, data, address, received_ns, ttl, now)
+
+    def _reflect(
+        self,
+        sock: socket.socket,
+        session: TestSession,
+        data: bytes,
+        address: Address,
+        received_ns: int | None,
+        ttl: int,
+        now: float,
+    ) -> None:
+        deadline = session.stop_deadline
+        if not session.started or (deadline is not None and now > deadline):
+            session.dropped += 1
+            return
+        session.last_seen = now
+        if received_ns is None:  # the kernel always stamps; never expected, but never lie
+            received_ns = time.time_ns()
+        if session.protection is not None:
+            try:
+                data = session.protection.open_sender(data)
+            except ProtocolError:
+                session.bad_hmac += 1
+                return
+        authenticated = session.authenticated
+        if len(data) < SENDER_HEADER_SIZE[authenticated] or (
+            session.no_amplification and len(data) < REFLECTOR_HEADER_SIZE[authenticated]
+        ):
+            session.dropped += 1
+            return
+        builder = session.builder
+        reply = builder.build(data, session.seq, ns_to_ntp(received_ns), self.error_estimate, ttl)
+        builder.stamp(ns_to_ntp(time.time_ns()))
+        packet: bytes | bytearray = reply
+        if session.protection is not None:
+            packet = session.protection.seal_reflector(bytes(reply))
+        try:
+            if session.ancillary:
+                sock.sendmsg([packet], session.ancillary, 0, address)
+            else:
+                sock.sendto(packet, address)
+        except OSError:
+            session.dropped += 1
+            return
+        session.seq = (session.seq + 1) & 0xFFFF_FFFF
+        session.reflected += 1
+        self.total_reflected += 1
+
+
+def _authentic(protection: TestPacketProtection, data: bytes) -> bool:
+    """Whether ``data`` is a sender packet whose HMAC verifies with ``protection``'s keys."""
+    try:
+        protection.open_sender(data)
+    except ProtocolError:
+        return False
+    return True
+
+
+#: SO_RCVBUFFORCE and SO_SNDBUFFORCE (asm-generic/socket.h): buffer sizes beyond the sysctl
+#: limits, allowed with CAP_NET_ADMIN.
+_SO_RCVBUFFORCE, _SO_SNDBUFFORCE = 33, 32
+
+
+def _grow_buffers(sock: socket.socket) -> None:
+    """Ask for large socket buffers; with CAP_NET_ADMIN, beyond the sysctl limits."""
+    for force, plain in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF), (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, RECEIVE_BUFFER)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, RECEIVE_BUFFER)

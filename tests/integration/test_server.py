@@ -1,0 +1,383 @@
+"""The real twamp-server process, driven over loopback by a client built on twamp_common.
+
+Each test starts ``python -m twamp_server`` with its own configuration file and a NOTIFY_SOCKET
+bound by the test, waits for READY=1 and talks TWAMP-Control over TCP and TWAMP-Test over UDP,
+IPv4 and IPv6: full sessions in every mode, the session limits, hostile control streams, the
+systemd notifications, reload and stop, TWAMP Light, and the reflector's refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import (
+    ControlClient,
+    ServerProcess,
+    free_port,
+    ping,
+    running_server,
+    sender_socket,
+)
+from twamp_common.codes import Accept, Mode
+
+SECRET = b"s3cret phrase for tests"
+HOSTS = ["127.0.0.1", "::1"]
+
+
+def write_config(workdir: Path, **settings: object) -> str:
+    keys = workdir / "twamp-server.keys"
+    keys.write_text(f"alice {SECRET.decode()}\n")
+    keys.chmod(0o600)
+    values: dict[str, object] = {
+        "control_port": free_port(),
+        "test_port": free_port(socket.SOCK_DGRAM),
+        "listen": "127.0.0.1, ::1",
+        "keys_file": keys,
+        "max_sessions": 10,
+        "session_timeout": 5,
+        "status_interval": 0.2,
+    }
+    values.update(settings)
+    return "".join(f"{key} = {value}\n" for key, value in values.items())
+
+
+def port_of(config: str, key: str) -> int:
+    for line in config.splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == key:
+            return int(value)
+    raise KeyError(key)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with running_server(tmp_path, write_config(tmp_path)) as process:
+        yield process
+
+
+def control_port(server: ServerProcess) -> int:
+    return port_of(server.config_path.read_text(), "control_port")
+
+
+def log_lines(server: ServerProcess) -> list[dict[str, object]]:
+    return [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+
+
+def wait_log(server: ServerProcess, event: str, timeout: float = 5.0, **fields: object) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log_lines(server):
+            if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
+                return line
+        time.sleep(0.05)
+    raise AssertionError(f"no log line {event!r} {fields}; log:\n{server.log()}")
+
+
+def measure(
+    client: ControlClient, count: int = 5, *, padding: int = 27, type_p: int = 0
+) -> list[tuple]:
+    """One session: request, start, ``count`` packets, stop; the replies."""
+    authenticated = bool(client.control.mode & (Mode.AUTHENTICATED | Mode.ENCRYPTED))
+    with client.test_socket() as udp:
+        accepted = client.request(udp.getsockname()[1], padding=padding, type_p=type_p)
+        assert accepted.accept == Accept.OK, accepted
+        assert client.start().accept == Accept.OK
+        protection = client.control.test_protection(accepted.sid)
+        assert (protection is not None) == authenticated
+        replies = [
+            ping(udp, (client.host, accepted.port), seq, padding=padding, protection=protection)
+            for seq in range(count)
+        ]
+        client.stop()
+    return replies
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize(
+    "mode", [Mode.UNAUTHENTICATED, Mode.AUTHENTICATED, Mode.ENCRYPTED, Mode.MIXED]
+)
+def test_full_session(server: ServerProcess, host: str, mode: Mode) -> None:
+    with ControlClient(host, control_port(server)) as client:
+        secret = None if mode == Mode.UNAUTHENTICATED else SECRET
+        start = client.set_up(mode, b"alice" if secret else b"", secret)
+        assert start.accept == Accept.OK
+        padding = 64 if mode in (Mode.AUTHENTICATED, Mode.ENCRYPTED) else 27
+        before = time.time_ns()
+        replies = measure(client, padding=padding)
+    assert all(reply is not None for reply in replies)
+    for seq, (packet, t4, ttl) in enumerate(replies):  # type: ignore[misc]
+        assert packet.seq == seq  # the reflector's own counter, from 0
+        assert packet.sender_seq == seq
+        assert packet.sender_ttl == 64  # Linux's default TTL of what we sent
+        assert ttl == 255  # the reflector sends with TTL 255
+        assert packet.receive_timestamp <= packet.timestamp  # T2 <= T3
+        assert packet.sender_error_estimate == 0x8001
+        assert packet.error_estimate & 0xFF != 0  # multiplier never 0
+        assert before <= t4
+    line = wait_log(server, "session ended", reflected=5)
+    assert line["peer"] == host
+    assert line["bad_hmac"] == 0
+
+
+def test_reply_has_the_request_size(server: ServerProcess) -> None:
+    with ControlClient("127.0.0.1", control_port(server)) as client:
+        client.set_up()
+        with client.test_socket() as udp:
+            accepted = client.request(udp.getsockname()[1], padding=100)
+            client.start()
+            udp.sendto(bytes(14 + 100), ("127.0.0.1", accepted.port))
+            assert len(udp.recv(2000)) == 114
+            udp.sendto(bytes(14), ("127.0.0.1", accepted.port))  # no padding: the RFC minimum
+            assert len(udp.recv(2000)) == 41
+
+
+def test_nothing_is_reflected_before_start_or_to_strangers(server: ServerProcess) -> None:
+    with ControlClient("127.0.0.1", control_port(server)) as client:
+        client.set_up()
+        with client.test_socket() as udp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+            accepted = client.request(udp.getsockname()[1])
+            assert ping(udp, ("127.0.0.1", accepted.port), 0, timeout=0.3) is None
+            client.start()
+            other.bind(("127.0.0.2", 0))
+            other.settimeout(0.3)
+            other.sendto(bytes(41), ("127.0.0.1", accepted.port))
+            with pytest.raises(TimeoutError):
+                other.recv(100)
+            assert ping(udp, ("127.0.0.1", accepted.port), 1) is not None
+
+
+def test_sender_behind_nat_is_latched_to_its_real_port(server: ServerProcess) -> None:
+    with ControlClient("127.0.0.1", control_port(server)) as client:
+        client.set_up()
+        with client.test_socket() as announced, client.test_socket() as real:
+            accepted = client.request(announced.getsockname()[1])
+            client.start()
+            reply = ping(real, ("127.0.0.1", accepted.port), 0)
+            assert reply is not None
+            assert ping(real, ("127.0.0.1", accepted.port), 1) is not None
+            # The announced port is no longer the session's: nobody else can take it over.
+            assert ping(announced, ("127.0.0.1", accepted.port), 2, timeout=0.3) is None
+
+
+def test_dscp_from_type_p(server: ServerProcess) -> None:
+    with ControlClient("127.0.0.1", control_port(server)) as client:
+        client.set_up()
+        with client.test_socket() as udp:
+            udp.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+            accepted = client.request(udp.getsockname()[1], type_p=46 << 24)
+            client.start()
+            udp.sendto(bytes(41), ("127.0.0.1", accepted.port))
+            _data, ancdata, _flags, _addr = udp.recvmsg(100, 256)
+    tos = [data[0] for level, kind, data in ancdata if kind == socket.IP_TOS]
+    assert tos == [46 << 2]
+
+
+def test_max_sessions_gives_accept_5_and_frees_on_stop(tmp_path: Path) -> None:
+    config = write_config(tmp_path, max_sessions=2)
+    with running_server(tmp_path, config) as server:
+        port = control_port(server)
+        with ControlClient("127.0.0.1", port) as first:
+            first.set_up()
+            assert first.request(40001).accept == Accept.OK
+            assert first.request(40002).accept == Accept.OK
+            with ControlClient("127.0.0.1", port) as second:
+                second.set_up()
+                refused = second.request(40003)
+                assert refused.accept == Accept.TEMPORARY_RESOURCE_LIMIT
+                wait_log(server, "session refused", accept=5)
+                first.start()
+                first.stop()  # Timeout 1 s: the slots free once it passes
+                deadline = time.monotonic() + 5
+                while second.request(40004).accept != Accept.OK:
+                    assert time.monotonic() < deadline, "slots never freed after Stop-Sessions"
+                    time.sleep(0.2)
+
+
+def test_session_timeout_frees_silent_sessions(tmp_path: Path) -> None:
+    config = write_config(tmp_path, max_sessions=1, session_timeout=0.02)  # 1.2 s
+    with running_server(tmp_path, config) as server:
+        port = control_port(server)
+        with ControlClient("127.0.0.1", port) as client:
+            client.set_up()
+            assert client.request(40001).accept == Accept.OK
+            assert client.request(40002).accept == Accept.TEMPORARY_RESOURCE_LIMIT
+            line = wait_log(server, "session ended", timeout=5)
+            assert "REFWAIT" in str(line["reason"])
+            assert client.request(40003).accept == Accept.OK
+
+
+def test_wrong_key_closes_only_that_connection(server: ServerProcess) -> None:
+    port = control_port(server)
+    with ControlClient("127.0.0.1", port) as good:
+        good.set_up(Mode.ENCRYPTED, b"alice", SECRET)
+        with good.test_socket() as udp:
+            accepted = good.request(udp.getsockname()[1], padding=64)
+            good.start()
+            protection = good.control.test_protection(accepted.sid)
+            with ControlClient("127.0.0.1", port) as bad:
+                start = bad.set_up(Mode.ENCRYPTED, b"alice", b"wrong")
+                assert start.accept == Accept.FAILURE
+                assert bad.tcp.recv(100) == b""  # closed by the server
+            with ControlClient("127.0.0.1", port) as unknown:
+                assert (
+                    unknown.set_up(Mode.AUTHENTICATED, b"mallory", SECRET).accept == Accept.FAILURE
+                )
+            reply = ping(udp, ("127.0.0.1", accepted.port), 0, padding=64, protection=protection)
+            assert reply is not None
+    wait_log(server, "control connection refused", reason="authentication failed")
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"\x00\x00\x00\x01" + bytes(160) + b"\xff" * 200,  # set-up, then garbage
+        b"\x00\x00\x00\x01" + bytes(160) + b"\x05" + bytes(50),  # truncated request
+        b"\x00\x00\x00\x01" + bytes(160) + b"\x04" + bytes(31),  # an OWAMP-only command
+    ],
+)
+def test_hostile_streams_close_only_their_connection(server: ServerProcess, stream: bytes) -> None:
+    port = control_port(server)
+    with ControlClient("127.0.0.1", port) as good:
+        good.set_up()
+        with good.test_socket() as udp:
+            accepted = good.request(udp.getsockname()[1])
+            good.start()
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as hostile:
+                assert len(hostile.recv(64)) == 64  # the greeting
+                hostile.sendall(stream)
+                hostile.shutdown(socket.SHUT_WR)
+                data = b""
+                while chunk := hostile.recv(4096):
+                    data += chunk
+                assert len(data) in (48, 48 + 48)  # Server-Start, maybe an Accept-Session
+            assert ping(udp, ("127.0.0.1", accepted.port), 0) is not None
+    assert server.process.poll() is None
+
+
+def test_slow_drip_is_served(server: ServerProcess) -> None:
+    port = control_port(server)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as drip:
+        assert len(drip.recv(64)) == 64
+        for octet in b"\x00\x00\x00\x01" + bytes(160):
+            drip.send(bytes([octet]))
+        start = drip.recv(48)
+        assert len(start) == 48 and start[15] == Accept.OK
+
+
+def test_systemd_notifications(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    process = ServerProcess(tmp_path, config, env={"WATCHDOG_USEC": "200000"})
+    try:
+        process.wait_ready()
+        assert "STATUS=" in process.notify.wait_for("READY=1")
+        assert "sessions" in process.notify.wait_for("STATUS=")
+        process.notify.wait_for("WATCHDOG=1", timeout=3)
+        process.signal(signal.SIGHUP)
+        process.notify.wait_for("RELOADING=1")
+        assert process.process.poll() is None
+        process.signal(signal.SIGTERM)
+        process.notify.wait_for("STOPPING=1")
+        assert process.process.wait(10) == 0
+    finally:
+        process.stop()
+
+
+def test_sighup_applies_a_new_limit(tmp_path: Path) -> None:
+    config = write_config(tmp_path, max_sessions=1)
+    with (
+        running_server(tmp_path, config) as server,
+        ControlClient("127.0.0.1", control_port(server)) as client,
+    ):
+        client.set_up()
+        assert client.request(40001).accept == Accept.OK
+        assert client.request(40002).accept == Accept.TEMPORARY_RESOURCE_LIMIT
+        server.config_path.write_text(config.replace("max_sessions = 1", "max_sessions = 2"))
+        server.notify.messages.clear()
+        server.signal(signal.SIGHUP)
+        server.notify.wait_for("RELOADING=1")
+        server.notify.wait_for("READY=1")
+        assert client.request(40003).accept == Accept.OK
+        wait_log(server, "configuration reloaded", max_sessions=2)
+
+
+def test_a_bad_reload_keeps_the_running_configuration(tmp_path: Path) -> None:
+    with running_server(tmp_path, write_config(tmp_path)) as server:
+        port = control_port(server)
+        server.config_path.write_text("max_sessions = lots\n")
+        server.signal(signal.SIGHUP)
+        wait_log(server, "reload failed; keeping the running configuration")
+        with ControlClient("127.0.0.1", port) as client:
+            assert client.set_up().accept == Accept.OK
+
+
+def test_sigterm_ends_sessions_and_exits_cleanly(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, write_config(tmp_path))
+    server.wait_ready()
+    with ControlClient("127.0.0.1", control_port(server)) as client:
+        client.set_up()
+        client.request(40001)
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert server.process.wait(10) == 0
+        assert time.monotonic() - started < 6
+    server.stop()
+    assert any(line.get("reason") == "control connection closed" for line in log_lines(server))
+
+
+def test_bad_config_stops_before_binding(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "bad.conf"
+    config.write_text(f"control_port = {port}\nmax_sessions = 0\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "twamp_server", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert result.returncode == 78
+    assert f"{config}:2" in result.stderr
+    assert "max_sessions" in result.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # nothing was bound
+
+
+def test_check_config(tmp_path: Path) -> None:
+    good = tmp_path / "good.conf"
+    good.write_text(
+        "control_port = 862\ntest_port = 863\nmax_sessions = 100\nsession_timeout = 5\n"
+    )
+    run = [sys.executable, "-m", "twamp_server", "--check-config", "--config"]
+    result = subprocess.run([*run, str(good)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    bad = tmp_path / "bad.conf"
+    bad.write_text("control_port = 99999\n")
+    result = subprocess.run([*run, str(bad)], capture_output=True, text=True, check=False)
+    assert result.returncode == 78
+    assert "control_port" in result.stderr and "99999" in result.stderr
+
+
+def test_twamp_light_reflects_for_allowed_peers_only(tmp_path: Path) -> None:
+    light = free_port(socket.SOCK_DGRAM)
+    config = write_config(tmp_path, light_ports=light, light_allow="127.0.0.1/32")
+    with running_server(tmp_path, config):
+        with sender_socket("127.0.0.1") as allowed:
+            replies = [ping(allowed, ("127.0.0.1", light), seq) for seq in range(3)]
+        assert [reply[0].seq for reply in replies if reply] == [0, 1, 2]
+        assert [reply[0].sender_seq for reply in replies if reply] == [0, 1, 2]
+        with sender_socket("127.0.0.2") as stranger:
+            assert ping(stranger, ("127.0.0.1", light), 0, timeout=0.3) is None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tiny:
+            tiny.bind(("127.0.0.1", 0))
+            tiny.settimeout(0.3)
+            tiny.sendto(bytes(14), ("127.0.0.1", light))  # a reply would be larger: none
+            with pytest.raises(TimeoutError):
+                tiny.recv(100)

@@ -1,0 +1,255 @@
+"""What the integration tests share: a real twamp-server process and a small client.
+
+:class:`ServerProcess` starts ``python -m twamp_server`` with a temporary configuration and a
+NOTIFY_SOCKET bound by the test, so the test sees exactly what systemd would (READY=1,
+STATUS=, WATCHDOG=1, RELOADING=1, STOPPING=1).  :class:`ControlClient` is a plain blocking
+TWAMP client built on ``twamp_common`` (not on the twamp-client package): the server's tests
+drive the server with the protocol library alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from twamp_common.codes import Accept, Mode
+from twamp_common.control import NEED_DATA, ClientControl
+from twamp_common.control_messages import (
+    AcceptSession,
+    RequestTWSession,
+    ServerGreeting,
+    ServerStart,
+    StartAck,
+    StartSessions,
+    StopSessions,
+)
+from twamp_common.crypto import TestPacketProtection
+from twamp_common.test_packets import ReflectorPacket, SenderPacket
+from twamp_common.timestamp import ns_to_ntp, ns_to_ntp_interval
+from twamp_common.udp_options import ANCILLARY_SPACE, parse_ancillary, receive_options
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port the kernel just had free on ``host`` (TCP or UDP)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+class NotifySocket:
+    """The systemd side of sd_notify: an AF_UNIX datagram socket the daemon writes to."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[str] = []
+
+    def wait_for(self, needle: str, timeout: float = 10.0) -> str:
+        """The first message (seen before or arriving now) that contains ``needle``."""
+        for message in self.messages:
+            if needle in message:
+                return message
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                message = self.sock.recv(4096).decode()
+            except TimeoutError:
+                break
+            self.messages.append(message)
+            if needle in message:
+                return message
+        raise AssertionError(f"no {needle!r} from the daemon; got {self.messages}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class ServerProcess:
+    """A real twamp-server process on loopback with a configuration written for the test."""
+
+    def __init__(self, workdir: Path, config: str, *, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.config_path = workdir / "twamp-server.conf"
+        self.config_path.write_text(config)
+        self.notify = NotifySocket(workdir / "notify.sock")
+        self.stderr_path = workdir / "server.log"
+        environ = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), **(env or {})}
+        environ.pop("JOURNAL_STREAM", None)
+        self._stderr = self.stderr_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "twamp_server",
+                "--config",
+                str(self.config_path),
+                "--log-format",
+                "json",
+            ],
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        try:
+            self.notify.wait_for("READY=1", timeout)
+        except AssertionError:
+            raise AssertionError(f"server not ready; its log:\n{self.log()}") from None
+
+    def log(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._stderr.close()
+            self.notify.close()
+
+
+@contextlib.contextmanager
+def running_server(workdir: Path, config: str, **kwargs: dict[str, str]) -> Iterator[ServerProcess]:
+    server = ServerProcess(workdir, config, **kwargs)  # type: ignore[arg-type]
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+class ControlClient:
+    """A blocking TWAMP Control-Client and Session-Sender, for driving the server in tests."""
+
+    def __init__(self, host: str, port: int, *, timeout: float = 5.0) -> None:
+        self.host = host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.family = family
+        self.tcp = socket.create_connection((host, port), timeout=timeout)
+        self.control = ClientControl()
+        self.greeting: ServerGreeting | None = None
+
+    def close(self) -> None:
+        self.tcp.close()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _event(self) -> object:
+        while (event := self.control.next_event()) is NEED_DATA:
+            self.control.receive_data(self.tcp.recv(65536))
+        return event
+
+    def set_up(
+        self, mode: Mode = Mode.UNAUTHENTICATED, key_id: bytes = b"", secret: bytes | None = None
+    ) -> ServerStart:
+        greeting = self._event()
+        assert isinstance(greeting, ServerGreeting)
+        self.greeting = greeting
+        self.tcp.sendall(self.control.set_up(mode, key_id, secret))
+        start = self._event()
+        assert isinstance(start, ServerStart)
+        return start
+
+    def request(
+        self,
+        sender_port: int,
+        *,
+        receiver_port: int = 0,
+        padding: int = 27,
+        timeout: float = 1.0,
+        type_p: int = 0,
+    ) -> AcceptSession:
+        local = ipaddress.ip_address(self.tcp.getsockname()[0])
+        remote = ipaddress.ip_address(self.tcp.getpeername()[0])
+        self.tcp.sendall(
+            self.control.send(
+                RequestTWSession(
+                    sender_address=local,
+                    receiver_address=remote,
+                    sender_port=sender_port,
+                    receiver_port=receiver_port,
+                    padding_length=padding,
+                    start_time=ns_to_ntp(time.time_ns()),
+                    timeout=ns_to_ntp_interval(int(timeout * 1e9)),
+                    type_p=type_p,
+                )
+            )
+        )
+        answer = self._event()
+        assert isinstance(answer, AcceptSession)
+        return answer
+
+    def start(self) -> StartAck:
+        self.tcp.sendall(self.control.send(StartSessions()))
+        answer = self._event()
+        assert isinstance(answer, StartAck)
+        return answer
+
+    def stop(self) -> None:
+        self.tcp.sendall(self.control.send(StopSessions(Accept.OK, len(self.control.running))))
+
+    def test_socket(self) -> socket.socket:
+        return sender_socket(self.host)
+
+
+def sender_socket(host: str) -> socket.socket:
+    """A UDP socket for a Session-Sender on ``host``, with kernel timestamps and TTL."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    for level, option, value in receive_options(family):
+        sock.setsockopt(level, option, value)
+    sock.bind((host, 0))
+    sock.settimeout(2.0)
+    return sock
+
+
+def ping(
+    sock: socket.socket,
+    destination: tuple[str, int],
+    seq: int,
+    *,
+    padding: int = 27,
+    protection: TestPacketProtection | None = None,
+    timeout: float = 2.0,
+) -> tuple[ReflectorPacket, int, int] | None:
+    """Send one sender packet and wait for its reflection: (packet, T4 ns, TTL) or None."""
+    authenticated = protection is not None
+    packet = SenderPacket(seq, ns_to_ntp(time.time_ns()), 0x8001, bytes(padding)).pack(
+        authenticated
+    )
+    if protection is not None:
+        packet = protection.seal_sender(packet)
+    sock.sendto(packet, destination)
+    sock.settimeout(timeout)
+    try:
+        data, ancdata, _flags, _address = sock.recvmsg(65535, ANCILLARY_SPACE)
+    except TimeoutError:
+        return None
+    received_ns, ttl = parse_ancillary(ancdata)
+    if protection is not None:
+        data = protection.open_reflector(data)
+    assert received_ns is not None
+    return ReflectorPacket.unpack(data, authenticated), received_ns, ttl
