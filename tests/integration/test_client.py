@@ -1,0 +1,294 @@
+"""twamp-client end to end: the real command against the real twamp-server process.
+
+Every mode, IPv4 and IPv6, TWAMP Light, the output formats (text, --json against its schema,
+--raw), the options, and the error paths: refused connection, unknown name, wrong key, a server
+that stops mid-session (partial results, no hang) and usage errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import ServerProcess, free_port, running_server
+
+SECRET = "a secret for the client tests"
+
+
+def server_config(workdir: Path, **settings: object) -> str:
+    keys = workdir / "server.keys"
+    keys.write_text(f"alice {SECRET}\n")
+    keys.chmod(0o600)
+    values: dict[str, object] = {
+        "control_port": free_port(),
+        "test_port": free_port(socket.SOCK_DGRAM),
+        "listen": "127.0.0.1, ::1",
+        "keys_file": keys,
+    }
+    values.update(settings)
+    return "".join(f"{key} = {value}\n" for key, value in values.items())
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with running_server(tmp_path, server_config(tmp_path)) as process:
+        yield process
+
+
+def port(server: ServerProcess, key: str = "control_port") -> int:
+    for line in server.config_path.read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == key:
+            return int(value)
+    raise KeyError(key)
+
+
+def client(
+    *args: str, timeout: float = 60, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "twamp_client", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        input=stdin,
+    )
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "alice.key"
+    path.write_text(SECRET + "\n")
+    return path
+
+
+def test_the_classic_command(server: ServerProcess) -> None:
+    started = time.monotonic()
+    result = client(f"127.0.0.1:{port(server)}", "-c", "5", "-i", "500", "-s")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "5 sent, 5 received, 0.0% loss (forward 0, reverse 0)" in out
+    assert "round trip min/avg/max/stddev" in out
+    assert "seq=" not in out  # -s: summary only
+    assert elapsed < 2.5 + 1 + 3  # 5 packets 500 ms apart, a short wait, process start-up
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]"])
+@pytest.mark.parametrize("mode", ["unauthenticated", "authenticated", "encrypted", "mixed"])
+def test_every_mode_and_family(server: ServerProcess, host: str, mode: str, key_file: Path) -> None:
+    args = [f"{host}:{port(server)}", "-c", "3", "-i", "20", "-m", mode]
+    if mode != "unauthenticated":
+        args += ["-u", "alice", "--key-file", str(key_file)]
+    result = client(*args)
+    assert result.returncode == 0, result.stderr
+    assert f"{mode} mode" in result.stdout
+    assert [line.split()[0] for line in result.stdout.splitlines() if line.startswith("seq=")] == [
+        "seq=0",
+        "seq=1",
+        "seq=2",
+    ]
+    assert "3 sent, 3 received" in result.stdout
+
+
+def test_key_without_mode_picks_the_strictest(server: ServerProcess, key_file: Path) -> None:
+    result = client(
+        f"127.0.0.1:{port(server)}", "-c", "1", "-u", "alice", "--key-file", str(key_file)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "encrypted mode" in result.stdout
+
+
+def test_json_schema(server: ServerProcess) -> None:
+    result = client(f"127.0.0.1:{port(server)}", "-c", "4", "-i", "10", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    for key in (
+        "sent",
+        "received",
+        "loss_percent",
+        "rtt_us",
+        "outbound_us",
+        "inbound_us",
+        "jitter_us",
+        "duplicates",
+        "reordered",
+        "peer",
+        "mode",
+        "start_time",
+    ):
+        assert key in document, key
+    assert document["sent"] == document["received"] == 4
+    assert document["loss_percent"] == 0
+    rtt = document["rtt_us"]
+    assert set(rtt) == {"min", "avg", "max", "stddev", "median", "p95", "p99"}
+    assert 0 < rtt["min"] <= rtt["median"] <= rtt["p95"] <= rtt["p99"] <= rtt["max"]
+    assert document["peer"] == {"host": "127.0.0.1", "address": "127.0.0.1", "port": port(server)}
+    assert document["mode"] == "unauthenticated"
+
+
+def test_raw_rows_hold_four_timestamps(server: ServerProcess) -> None:
+    result = client(f"127.0.0.1:{port(server)}", "-c", "3", "-i", "10", "--raw")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [row["seq"] for row in rows] == ["0", "1", "2"]
+    for row in rows:
+        t1, t2, t3, t4 = (int(row[f"t{n}_ns"]) for n in range(1, 5))
+        assert t2 <= t3  # same host, same clock
+        assert t1 < t4
+        assert int(row["rtt_ns"]) == (t4 - t1) - (t3 - t2)
+
+
+def test_light_against_the_light_reflector(tmp_path: Path) -> None:
+    light = free_port(socket.SOCK_DGRAM)
+    config = server_config(tmp_path, light_ports=light, light_allow="127.0.0.0/8")
+    with running_server(tmp_path, config):
+        result = client(f"127.0.0.1:{light}", "--light", "-c", "3", "-i", "10")
+    assert result.returncode == 0, result.stderr
+    assert "TWAMP Light mode" in result.stdout
+    assert "3 sent, 3 received" in result.stdout
+
+
+def test_reflector_port_is_asked_for(server: ServerProcess) -> None:
+    wanted = free_port(socket.SOCK_DGRAM)
+    result = client(
+        f"127.0.0.1:{port(server)}", "-c", "2", "-i", "10", "--reflector-port", str(wanted), "-s"
+    )
+    assert result.returncode == 0, result.stderr
+    log = server.log()
+    assert f'"reflector_port": {wanted}' in log
+
+
+def test_options_shape_the_packets(server: ServerProcess) -> None:
+    result = client(
+        f"127.0.0.1:{port(server)}",
+        "-c",
+        "3",
+        "-i",
+        "10",
+        "--size",
+        "200",
+        "--dscp",
+        "EF",
+        "--ttl",
+        "9",
+        "--df",
+        "--schedule",
+        "poisson",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["packet_size"] == 200
+    assert document["received"] == 3
+    assert document["hops"] == {"min": 0, "max": 0}  # loopback: the TTL arrives as sent
+    assert '"dscp": 46' in server.log()
+
+
+def test_quiet_prints_nothing(server: ServerProcess) -> None:
+    result = client(f"127.0.0.1:{port(server)}", "-c", "1", "-q")
+    assert result.returncode == 0
+    assert result.stdout == ""
+
+
+def test_refused_connection() -> None:
+    result = client(f"127.0.0.1:{free_port()}", "-c", "1")
+    assert result.returncode == 2
+    assert "connection refused" in result.stderr
+    assert "is twamp-server running there" in result.stderr
+
+
+def test_unknown_name() -> None:
+    result = client("no-such-host.invalid", "-c", "1")
+    assert result.returncode == 2
+    assert "cannot resolve 'no-such-host.invalid'" in result.stderr
+
+
+def test_wrong_key(server: ServerProcess, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("not the secret\n")
+    result = client(f"127.0.0.1:{port(server)}", "-c", "1", "-u", "alice", "--key-file", str(wrong))
+    assert result.returncode == 2
+    assert "refused" in result.stderr
+    assert "check the KeyID and the shared secret" in result.stderr
+
+
+def test_all_lost_exits_1(tmp_path: Path) -> None:
+    silent = free_port(socket.SOCK_DGRAM)  # nothing listens: every packet is lost
+    result = client(f"127.0.0.1:{silent}", "--light", "-c", "2", "-i", "10", "--wait", "0.2")
+    assert result.returncode == 1, result.stderr
+    assert "seq=0 lost" in result.stdout and "seq=1 lost" in result.stdout
+    assert "2 sent, 0 received, 100.0% loss" in result.stdout
+
+
+def test_server_stopping_mid_session_gives_partial_results(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, server_config(tmp_path))
+    server.wait_ready()
+    try:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "twamp_client",
+                f"127.0.0.1:{port(server)}",
+                "-c",
+                "100",
+                "-i",
+                "50",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)
+        server.signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        server.stop()
+    assert process.returncode == 2
+    assert "closed the control connection" in stderr
+    assert "100 sent" not in stdout
+    assert " sent, " in stdout  # the partial summary
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-c", "0"], "count (-c) 0 is outside"),
+        (["-i", "fast"], "interval (-i) 'fast' is not a number"),
+        (["--dscp", "XX"], "DSCP 'XX'"),
+        (["--ttl", "300"], "--ttl 300 is outside"),
+        (["--padding", "1", "--size", "100"], "give one"),
+        (["-m", "encrypted"], "needs a KeyID"),
+        (["--light", "-m", "encrypted", "-u", "a"], "unauthenticated only"),
+    ],
+)
+def test_usage_errors(args: list[str], message: str) -> None:
+    result = client("127.0.0.1", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_help_reads_like_a_synopsis() -> None:
+    result = client("--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: twamp-client HOST[:PORT]")
+    assert "exit status" in result.stdout
+
+
+def test_installed_entry_point() -> None:
+    binary = Path(sys.executable).parent / "twamp-client"
+    assert os.access(binary, os.X_OK)
+    result = subprocess.run([str(binary), "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0
