@@ -31,7 +31,7 @@ CONTROL_TIMEOUT = 10.0
 #: Strictest first: what "-u KEYID" without "-m" picks among the modes the server offers.
 PREFERENCE = (Mode.ENCRYPTED, Mode.AUTHENTICATED, Mode.MIXED)
 ACCEPT_MEANING = {
-    Accept.FAILURE: "refused",
+    Accept.FAILURE: "refused (unknown KeyID, wrong secret, or not allowed)",
     Accept.INTERNAL_ERROR: "internal error",
     Accept.NOT_SUPPORTED: "something in the request is not supported",
     Accept.PERMANENT_RESOURCE_LIMIT: "permanent resource limit",

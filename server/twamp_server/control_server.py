@@ -34,7 +34,7 @@ from twamp_common.control_messages import (
 from twamp_common.errors import ProtocolError
 from twamp_common.timestamp import ns_to_ntp, ntp_interval_to_ns
 
-from .admission import Limits, judge, normalise
+from .admission import Limits, Verdict, judge, normalise
 from .config import Config
 from .reflector import Reflector, TestSession
 
@@ -129,6 +129,8 @@ class ControlConnection:
         self.log = server.log.bind(peer=self.peer_text, peer_port=peer[1])
         self.sessions: dict[bytes, TestSession] = {}
         self.control: ServerControl | None = None
+        #: Set-up must be over by then however slowly the octets drip in (half-open defence).
+        self._setup_deadline = time.monotonic() + min(SETUP_TIMEOUT, server.config.control_timeout)
 
     def _offered_modes(self) -> tuple[Mode, str | None]:
         config = self.server.config
@@ -169,10 +171,10 @@ class ControlConnection:
             )
 
     def _read_timeout(self, control: ServerControl) -> float | None:
-        """SETUP_TIMEOUT during set-up; SERVWAIT when idle; none while sessions run (RFC 5357
-        §3.1 suspends SERVWAIT while test sessions are in progress)."""
+        """What is left of SETUP_TIMEOUT during set-up; SERVWAIT when idle; none while sessions
+        run (RFC 5357 §3.1 suspends SERVWAIT while test sessions are in progress)."""
         if control.phase is not Phase.OPEN:
-            return SETUP_TIMEOUT
+            return max(0.0, self._setup_deadline - time.monotonic())
         if any(
             session.started and session.stop_deadline is None for session in self.sessions.values()
         ):
@@ -268,6 +270,8 @@ class ControlConnection:
             port_usable=self._port_usable,
             timeout=ntp_interval_to_ns(request.timeout) / 1e9,
         )
+        if verdict.peer is not None and server.reflector.taken((verdict.port, *verdict.peer)):
+            verdict = Verdict(Accept.FAILURE, "another session already uses that sender port")
         if verdict.accept != Accept.OK or verdict.peer is None:
             self.log.warning("session refused", accept=int(verdict.accept), reason=verdict.reason)
             return AcceptSession(verdict.accept)

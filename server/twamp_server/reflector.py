@@ -166,6 +166,10 @@ class Reflector:
     def add(self, session: TestSession) -> None:
         self._sessions[session.key] = session
 
+    def taken(self, key: SessionKey) -> bool:
+        """Whether a session already receives from that sender on that port."""
+        return key in self._sessions
+
     def remove(self, session: TestSession) -> None:
         """Forget ``session``; close its port if it was opened for it and nothing else uses it."""
         if self._sessions.get(session.key) is session:

@@ -272,6 +272,32 @@ def test_slow_drip_is_served(server: ServerProcess) -> None:
         assert len(start) == 48 and start[15] == Accept.OK
 
 
+def test_idle_control_connection_times_out(tmp_path: Path) -> None:
+    """SERVWAIT (control_timeout): an idle connection with no session running is closed."""
+    with running_server(tmp_path, write_config(tmp_path, control_timeout=1)) as server:
+        with ControlClient("127.0.0.1", control_port(server)) as idle:
+            idle.set_up()
+            idle.tcp.settimeout(5)
+            started = time.monotonic()
+            assert idle.tcp.recv(100) == b""
+            assert 0.9 < time.monotonic() - started < 4
+        wait_log(server, "control connection ended", outcome="idle (SERVWAIT)")
+        with socket.create_connection(("127.0.0.1", control_port(server)), timeout=5) as mute:
+            assert len(mute.recv(64)) == 64  # the greeting, then nothing from the client
+            assert mute.recv(100) == b""
+        wait_log(server, "control connection ended", outcome="timed out (set-up)")
+
+
+def test_one_sender_port_serves_one_session(server: ServerProcess) -> None:
+    """Two sessions from the same sender port to the same reflector port could not be told
+    apart: the second is refused."""
+    with ControlClient("127.0.0.1", control_port(server)) as client:
+        client.set_up()
+        assert client.request(40010).accept == Accept.OK
+        assert client.request(40010).accept == Accept.FAILURE
+        assert client.request(40011).accept == Accept.OK
+
+
 def test_systemd_notifications(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     process = ServerProcess(tmp_path, config, env={"WATCHDOG_USEC": "200000"})
