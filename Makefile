@@ -12,6 +12,11 @@ BIN := $(VENV)/bin
 SYSTEM_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev tshark
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+SHELL := bash
+# make run: TWAMP's own ports when we may bind them, unprivileged ones otherwise.
+RUN_CONTROL_PORT ?= $(shell [ "$$(id -u)" = 0 ] && echo 862 || echo 18620)
+RUN_TEST_PORT ?= $(shell [ "$$(id -u)" = 0 ] && echo 863 || echo 18630)
+RUN_DIR := .run
 
 .PHONY: venv system-deps test lint run clean
 
@@ -43,5 +48,24 @@ lint: venv
 	$(BIN)/ruff format --check common server client tests
 	$(BIN)/mypy
 
+# A twamp-server on loopback (config and log in .run/), then the classic client command against
+# it, then the server's log lines for that measurement; the server stops when the client is done.
+run: venv
+	@mkdir -p $(RUN_DIR)
+	@printf '%s\n' 'control_port = $(RUN_CONTROL_PORT)' 'test_port = $(RUN_TEST_PORT)' \
+		'listen = 127.0.0.1 ::1' 'keys_file =' 'log_level = info' > $(RUN_DIR)/twamp-server.conf
+	@$(BIN)/twamp-server --config $(RUN_DIR)/twamp-server.conf --log-format console \
+		2> $(RUN_DIR)/twamp-server.log & server=$$!; \
+	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null' EXIT; \
+	for _ in $$(seq 100); do \
+		grep -q 'twamp-server ready' $(RUN_DIR)/twamp-server.log && break; \
+		kill -0 $$server 2>/dev/null || { cat $(RUN_DIR)/twamp-server.log; exit 1; }; \
+		sleep 0.1; \
+	done; \
+	echo "$$ twamp-client 127.0.0.1:$(RUN_CONTROL_PORT) -c 5 -i 500 -s"; \
+	$(BIN)/twamp-client 127.0.0.1:$(RUN_CONTROL_PORT) -c 5 -i 500 -s; status=$$?; \
+	sleep 0.2; echo; echo "twamp-server's log ($(RUN_DIR)/twamp-server.log):"; \
+	cat $(RUN_DIR)/twamp-server.log; exit $$status
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
