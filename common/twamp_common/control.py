@@ -92,6 +92,18 @@ class ConnectionClosed:
     """The peer closed its side of the TCP connection at a message boundary."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class UnknownCommand:
+    """A command number TWAMP does not define (such as OWAMP's Fetch-Session).
+
+    RFC 5357 §3.5: the Server MUST answer it with an Accept-Session whose Accept is 3.  Its
+    length is unknown, so nothing after it can be framed: the connection closes after that
+    answer.
+    """
+
+    command: int
+
+
 ClientEvent: TypeAlias = (
     ServerGreeting
     | ServerStart
@@ -108,6 +120,7 @@ ServerEvent: TypeAlias = (
     | StopSessions
     | StartNSessions
     | StopNSessions
+    | UnknownCommand
     | ConnectionClosed
 )
 ClientCommand: TypeAlias = (
@@ -555,6 +568,8 @@ class ServerControl(ControlConnection):
         self.count = count
         self._greeting: ServerGreeting | None = None
         self._setup: SetUpResponse | None = None
+        #: An unknown command was answered: nothing after it can be framed.
+        self._close_after_answer = False
 
     def greet(self) -> bytes:
         """Server-Greeting with the offered modes, a fresh Challenge and Salt."""
@@ -662,6 +677,10 @@ class ServerControl(ControlConnection):
         if first is None:
             return self._end_of_stream()
         command = first[0]
+        if self._awaiting is None and command not in CLIENT_COMMANDS:
+            self._awaiting = AcceptSession
+            self._close_after_answer = True
+            return UnknownCommand(command)
         refusal = self._command_allowed(command)
         if refusal is not None:
             raise RemoteProtocolError(
@@ -698,4 +717,7 @@ class ServerControl(ControlConnection):
             owed = self._awaiting.NAME if self._awaiting else "nothing"
             raise LocalProtocolError(f"{message.NAME} is not the answer owed ({owed})")
         self._apply_answer(message)
-        return self._seal(message)
+        data = self._seal(message)
+        if self._close_after_answer:
+            self.phase = Phase.CLOSED
+        return data

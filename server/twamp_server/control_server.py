@@ -17,7 +17,13 @@ from collections import Counter
 from typing import Any
 
 from twamp_common.codes import Accept, Mode, mode_name
-from twamp_common.control import NEED_DATA, ConnectionClosed, Phase, ServerControl
+from twamp_common.control import (
+    NEED_DATA,
+    ConnectionClosed,
+    Phase,
+    ServerControl,
+    UnknownCommand,
+)
 from twamp_common.control_messages import (
     AcceptSession,
     RequestTWSession,
@@ -170,24 +176,35 @@ class ControlConnection:
                 outcome=outcome,
             )
 
-    def _read_timeout(self, control: ServerControl) -> float | None:
-        """What is left of SETUP_TIMEOUT during set-up; SERVWAIT when idle; none while sessions
-        run (RFC 5357 §3.1 suspends SERVWAIT while test sessions are in progress)."""
+    def _read_timeout(self, control: ServerControl) -> float:
+        """What is left of SETUP_TIMEOUT during set-up, then SERVWAIT."""
         if control.phase is not Phase.OPEN:
             return max(0.0, self._setup_deadline - time.monotonic())
-        if any(
-            session.started and session.stop_deadline is None for session in self.sessions.values()
-        ):
-            return None
         return self.server.config.control_timeout
+
+    def _sessions_running(self) -> bool:
+        """Whether a test session runs (started, not stopped): RFC 5357 §3.1 suspends SERVWAIT
+        then, and resumes it once they are stopped or ended by REFWAIT."""
+        return any(
+            session.started and session.stop_deadline is None for session in self.sessions.values()
+        )
+
+    async def _read(self, control: ServerControl) -> bytes:
+        """The next octets from the client; TimeoutError once it was silent too long."""
+        while True:
+            try:
+                return await asyncio.wait_for(
+                    self.reader.read(READ_SIZE), self._read_timeout(control)
+                )
+            except TimeoutError:
+                if control.phase is not Phase.OPEN or not self._sessions_running():
+                    raise
 
     async def _serve(self, control: ServerControl) -> str:
         while True:
             event = control.next_event()
             if event is NEED_DATA:
-                data = await asyncio.wait_for(
-                    self.reader.read(READ_SIZE), self._read_timeout(control)
-                )
+                data = await self._read(control)
                 control.receive_data(data)
                 continue
             if isinstance(event, ConnectionClosed):
@@ -196,6 +213,10 @@ class ControlConnection:
                 if not await self._set_up(control, event):
                     return "set-up refused"
                 continue
+            if isinstance(event, UnknownCommand):
+                self.writer.write(control.send(AcceptSession(Accept.NOT_SUPPORTED)))
+                await self.writer.drain()
+                return f"unknown command {event.command}: answered Accept 3"
             self.writer.write(self._answer(control, event))
             await self.writer.drain()
 

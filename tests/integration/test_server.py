@@ -262,6 +262,17 @@ def test_hostile_streams_close_only_their_connection(server: ServerProcess, stre
     assert server.process.poll() is None
 
 
+def test_unknown_command_is_answered_with_accept_3(server: ServerProcess) -> None:
+    with ControlClient("127.0.0.1", control_port(server)) as client:
+        client.set_up()
+        client.tcp.sendall(b"\x04" + bytes(31))  # OWAMP's Fetch-Session
+        client.tcp.settimeout(5)
+        answer = client.tcp.recv(100)
+        assert len(answer) == 48 and answer[0] == Accept.NOT_SUPPORTED
+        assert client.tcp.recv(100) == b""  # then the server closes
+    wait_log(server, "control connection ended", outcome="unknown command 4: answered Accept 3")
+
+
 def test_slow_drip_is_served(server: ServerProcess) -> None:
     port = control_port(server)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as drip:
@@ -286,6 +297,23 @@ def test_idle_control_connection_times_out(tmp_path: Path) -> None:
             assert len(mute.recv(64)) == 64  # the greeting, then nothing from the client
             assert mute.recv(100) == b""
         wait_log(server, "control connection ended", outcome="timed out (set-up)")
+
+
+def test_servwait_waits_while_a_session_runs_and_resumes_after_refwait(tmp_path: Path) -> None:
+    """RFC 5357 §3.1: SERVWAIT is suspended while sessions run and resumes once REFWAIT (here
+    session_timeout = 0.03 minutes, 1.8 s) has ended them."""
+    config = write_config(tmp_path, control_timeout=1, session_timeout=0.03)
+    with running_server(tmp_path, config) as server:
+        with ControlClient("127.0.0.1", control_port(server)) as client:
+            client.set_up()
+            assert client.request(40020).accept == Accept.OK
+            client.start()
+            started = time.monotonic()
+            client.tcp.settimeout(10)
+            assert client.tcp.recv(100) == b""
+            assert 1.8 < time.monotonic() - started < 6
+        wait_log(server, "session ended", reason="no packet for 1.8 s (REFWAIT)")
+        wait_log(server, "control connection ended", outcome="idle (SERVWAIT)")
 
 
 def test_one_sender_port_serves_one_session(server: ServerProcess) -> None:

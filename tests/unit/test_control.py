@@ -19,6 +19,7 @@ from twamp_common.control import (
     ConnectionClosed,
     Phase,
     ServerControl,
+    UnknownCommand,
 )
 from twamp_common.control_messages import (
     AcceptSession,
@@ -327,12 +328,20 @@ def test_stop_sessions_before_start_is_refused() -> None:
         pair.server.next_event()
 
 
-def test_unknown_command_is_refused() -> None:
+@pytest.mark.parametrize("mode", EVERY_MODE)
+def test_unknown_command_gets_accept_3_then_the_connection_closes(mode: Mode) -> None:
+    """RFC 5357 §3.5: an unexpected Command Number is answered with Accept-Session, Accept 3."""
     pair = Pair()
-    pair.set_up(Mode.UNAUTHENTICATED)
-    pair.server.receive_data(b"\x04" + bytes(31))  # 4: Fetch-Session, OWAMP only
-    with pytest.raises(RemoteProtocolError, match="command 4"):
-        pair.server.next_event()
+    pair.set_up(mode)
+    command = bytes([4]) + bytes(31)  # 4: Fetch-Session, OWAMP only
+    if pair.client.secure:  # what a client would put on the wire: the encrypted stream
+        assert pair.client._out.stream is not None
+        command = pair.client._out.stream.encrypt(command)
+    assert pair.to_server(command) == UnknownCommand(4)
+    answer = pair.server.send(AcceptSession(Accept.NOT_SUPPORTED))
+    assert pair.server.phase is Phase.CLOSED
+    pair.client._awaiting = AcceptSession  # the client sent it behind its state machine's back
+    assert pair.to_client(answer) == AcceptSession(Accept.NOT_SUPPORTED)
 
 
 def test_server_reads_nothing_more_until_it_answers() -> None:
