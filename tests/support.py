@@ -45,6 +45,38 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+#: The shared secret of KeyID "alice" in every test server's keys file.
+SECRET = "s3cret phrase for tests"
+
+
+def server_config(workdir: Path, **settings: object) -> str:
+    """A twamp-server configuration on free loopback ports, with a keys file holding alice's
+    SECRET; ``settings`` add or override keys."""
+    keys = workdir / "twamp-server.keys"
+    keys.write_text(f"alice {SECRET}\n")
+    keys.chmod(0o600)
+    values: dict[str, object] = {
+        "control_port": free_port(),
+        "test_port": free_port(socket.SOCK_DGRAM),
+        "listen": "127.0.0.1, ::1",
+        "keys_file": keys,
+        "max_sessions": 10,
+        "session_timeout": 5,
+        "status_interval": 0.2,
+    }
+    values.update(settings)
+    return "".join(f"{key} = {value}\n" for key, value in values.items())
+
+
+def config_port(server: ServerProcess, key: str = "control_port") -> int:
+    """A port from the running server's configuration file."""
+    for line in server.config_path.read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == key:
+            return int(value)
+    raise KeyError(key)
+
+
 class NotifySocket:
     """The systemd side of sd_notify: an AF_UNIX datagram socket the daemon writes to."""
 

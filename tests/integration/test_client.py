@@ -20,37 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ServerProcess, free_port, running_server
-
-SECRET = "a secret for the client tests"
-
-
-def server_config(workdir: Path, **settings: object) -> str:
-    keys = workdir / "server.keys"
-    keys.write_text(f"alice {SECRET}\n")
-    keys.chmod(0o600)
-    values: dict[str, object] = {
-        "control_port": free_port(),
-        "test_port": free_port(socket.SOCK_DGRAM),
-        "listen": "127.0.0.1, ::1",
-        "keys_file": keys,
-    }
-    values.update(settings)
-    return "".join(f"{key} = {value}\n" for key, value in values.items())
+from support import SECRET, ServerProcess, config_port, free_port, running_server, server_config
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
     with running_server(tmp_path, server_config(tmp_path)) as process:
         yield process
-
-
-def port(server: ServerProcess, key: str = "control_port") -> int:
-    for line in server.config_path.read_text().splitlines():
-        name, _, value = line.partition("=")
-        if name.strip() == key:
-            return int(value)
-    raise KeyError(key)
 
 
 def client(
@@ -75,7 +51,7 @@ def key_file(tmp_path: Path) -> Path:
 
 def test_the_classic_command(server: ServerProcess) -> None:
     started = time.monotonic()
-    result = client(f"127.0.0.1:{port(server)}", "-c", "5", "-i", "500", "-s")
+    result = client(f"127.0.0.1:{config_port(server)}", "-c", "5", "-i", "500", "-s")
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -88,7 +64,7 @@ def test_the_classic_command(server: ServerProcess) -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "[::1]"])
 @pytest.mark.parametrize("mode", ["unauthenticated", "authenticated", "encrypted", "mixed"])
 def test_every_mode_and_family(server: ServerProcess, host: str, mode: str, key_file: Path) -> None:
-    args = [f"{host}:{port(server)}", "-c", "3", "-i", "20", "-m", mode]
+    args = [f"{host}:{config_port(server)}", "-c", "3", "-i", "20", "-m", mode]
     if mode != "unauthenticated":
         args += ["-u", "alice", "--key-file", str(key_file)]
     result = client(*args)
@@ -104,14 +80,14 @@ def test_every_mode_and_family(server: ServerProcess, host: str, mode: str, key_
 
 def test_key_without_mode_picks_the_strictest(server: ServerProcess, key_file: Path) -> None:
     result = client(
-        f"127.0.0.1:{port(server)}", "-c", "1", "-u", "alice", "--key-file", str(key_file)
+        f"127.0.0.1:{config_port(server)}", "-c", "1", "-u", "alice", "--key-file", str(key_file)
     )
     assert result.returncode == 0, result.stderr
     assert "encrypted mode" in result.stdout
 
 
 def test_json_schema(server: ServerProcess) -> None:
-    result = client(f"127.0.0.1:{port(server)}", "-c", "4", "-i", "10", "--json")
+    result = client(f"127.0.0.1:{config_port(server)}", "-c", "4", "-i", "10", "--json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     for key in (
@@ -134,12 +110,16 @@ def test_json_schema(server: ServerProcess) -> None:
     rtt = document["rtt_us"]
     assert set(rtt) == {"min", "avg", "max", "stddev", "median", "p95", "p99"}
     assert 0 < rtt["min"] <= rtt["median"] <= rtt["p95"] <= rtt["p99"] <= rtt["max"]
-    assert document["peer"] == {"host": "127.0.0.1", "address": "127.0.0.1", "port": port(server)}
+    assert document["peer"] == {
+        "host": "127.0.0.1",
+        "address": "127.0.0.1",
+        "port": config_port(server),
+    }
     assert document["mode"] == "unauthenticated"
 
 
 def test_raw_rows_hold_four_timestamps(server: ServerProcess) -> None:
-    result = client(f"127.0.0.1:{port(server)}", "-c", "3", "-i", "10", "--raw")
+    result = client(f"127.0.0.1:{config_port(server)}", "-c", "3", "-i", "10", "--raw")
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [row["seq"] for row in rows] == ["0", "1", "2"]
@@ -163,7 +143,14 @@ def test_light_against_the_light_reflector(tmp_path: Path) -> None:
 def test_reflector_port_is_asked_for(server: ServerProcess) -> None:
     wanted = free_port(socket.SOCK_DGRAM)
     result = client(
-        f"127.0.0.1:{port(server)}", "-c", "2", "-i", "10", "--reflector-port", str(wanted), "-s"
+        f"127.0.0.1:{config_port(server)}",
+        "-c",
+        "2",
+        "-i",
+        "10",
+        "--reflector-port",
+        str(wanted),
+        "-s",
     )
     assert result.returncode == 0, result.stderr
     log = server.log()
@@ -172,7 +159,7 @@ def test_reflector_port_is_asked_for(server: ServerProcess) -> None:
 
 def test_options_shape_the_packets(server: ServerProcess) -> None:
     result = client(
-        f"127.0.0.1:{port(server)}",
+        f"127.0.0.1:{config_port(server)}",
         "-c",
         "3",
         "-i",
@@ -197,7 +184,7 @@ def test_options_shape_the_packets(server: ServerProcess) -> None:
 
 
 def test_quiet_prints_nothing(server: ServerProcess) -> None:
-    result = client(f"127.0.0.1:{port(server)}", "-c", "1", "-q")
+    result = client(f"127.0.0.1:{config_port(server)}", "-c", "1", "-q")
     assert result.returncode == 0
     assert result.stdout == ""
 
@@ -218,7 +205,9 @@ def test_unknown_name() -> None:
 def test_wrong_key(server: ServerProcess, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.key"
     wrong.write_text("not the secret\n")
-    result = client(f"127.0.0.1:{port(server)}", "-c", "1", "-u", "alice", "--key-file", str(wrong))
+    result = client(
+        f"127.0.0.1:{config_port(server)}", "-c", "1", "-u", "alice", "--key-file", str(wrong)
+    )
     assert result.returncode == 2
     assert "refused" in result.stderr
     assert "check the KeyID and the shared secret" in result.stderr
@@ -241,7 +230,7 @@ def test_server_stopping_mid_session_gives_partial_results(tmp_path: Path) -> No
                 sys.executable,
                 "-m",
                 "twamp_client",
-                f"127.0.0.1:{port(server)}",
+                f"127.0.0.1:{config_port(server)}",
                 "-c",
                 "100",
                 "-i",

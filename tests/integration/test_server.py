@@ -18,53 +18,31 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import support
 from support import (
     ControlClient,
     ServerProcess,
+    config_port,
     free_port,
     ping,
     running_server,
     sender_socket,
+    server_config,
 )
 from twamp_common.codes import Accept, Mode
 
-SECRET = b"s3cret phrase for tests"
+SECRET = support.SECRET.encode()
 HOSTS = ["127.0.0.1", "::1"]
-
-
-def write_config(workdir: Path, **settings: object) -> str:
-    keys = workdir / "twamp-server.keys"
-    keys.write_text(f"alice {SECRET.decode()}\n")
-    keys.chmod(0o600)
-    values: dict[str, object] = {
-        "control_port": free_port(),
-        "test_port": free_port(socket.SOCK_DGRAM),
-        "listen": "127.0.0.1, ::1",
-        "keys_file": keys,
-        "max_sessions": 10,
-        "session_timeout": 5,
-        "status_interval": 0.2,
-    }
-    values.update(settings)
-    return "".join(f"{key} = {value}\n" for key, value in values.items())
-
-
-def port_of(config: str, key: str) -> int:
-    for line in config.splitlines():
-        name, _, value = line.partition("=")
-        if name.strip() == key:
-            return int(value)
-    raise KeyError(key)
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with running_server(tmp_path, write_config(tmp_path)) as process:
+    with running_server(tmp_path, server_config(tmp_path)) as process:
         yield process
 
 
 def control_port(server: ServerProcess) -> int:
-    return port_of(server.config_path.read_text(), "control_port")
+    return config_port(server)
 
 
 def log_lines(server: ServerProcess) -> list[dict[str, object]]:
@@ -181,7 +159,7 @@ def test_dscp_from_type_p(server: ServerProcess) -> None:
 
 
 def test_max_sessions_gives_accept_5_and_frees_on_stop(tmp_path: Path) -> None:
-    config = write_config(tmp_path, max_sessions=2)
+    config = server_config(tmp_path, max_sessions=2)
     with running_server(tmp_path, config) as server:
         port = control_port(server)
         with ControlClient("127.0.0.1", port) as first:
@@ -202,7 +180,7 @@ def test_max_sessions_gives_accept_5_and_frees_on_stop(tmp_path: Path) -> None:
 
 
 def test_session_timeout_frees_silent_sessions(tmp_path: Path) -> None:
-    config = write_config(tmp_path, max_sessions=1, session_timeout=0.02)  # 1.2 s
+    config = server_config(tmp_path, max_sessions=1, session_timeout=0.02)  # 1.2 s
     with running_server(tmp_path, config) as server:
         port = control_port(server)
         with ControlClient("127.0.0.1", port) as client:
@@ -285,7 +263,7 @@ def test_slow_drip_is_served(server: ServerProcess) -> None:
 
 def test_idle_control_connection_times_out(tmp_path: Path) -> None:
     """SERVWAIT (control_timeout): an idle connection with no session running is closed."""
-    with running_server(tmp_path, write_config(tmp_path, control_timeout=1)) as server:
+    with running_server(tmp_path, server_config(tmp_path, control_timeout=1)) as server:
         with ControlClient("127.0.0.1", control_port(server)) as idle:
             idle.set_up()
             idle.tcp.settimeout(5)
@@ -302,7 +280,7 @@ def test_idle_control_connection_times_out(tmp_path: Path) -> None:
 def test_servwait_waits_while_a_session_runs_and_resumes_after_refwait(tmp_path: Path) -> None:
     """RFC 5357 §3.1: SERVWAIT is suspended while sessions run and resumes once REFWAIT (here
     session_timeout = 0.03 minutes, 1.8 s) has ended them."""
-    config = write_config(tmp_path, control_timeout=1, session_timeout=0.03)
+    config = server_config(tmp_path, control_timeout=1, session_timeout=0.03)
     with running_server(tmp_path, config) as server:
         with ControlClient("127.0.0.1", control_port(server)) as client:
             client.set_up()
@@ -327,7 +305,7 @@ def test_one_sender_port_serves_one_session(server: ServerProcess) -> None:
 
 
 def test_systemd_notifications(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+    config = server_config(tmp_path)
     process = ServerProcess(tmp_path, config, env={"WATCHDOG_USEC": "200000"})
     try:
         process.wait_ready()
@@ -345,7 +323,7 @@ def test_systemd_notifications(tmp_path: Path) -> None:
 
 
 def test_sighup_applies_a_new_limit(tmp_path: Path) -> None:
-    config = write_config(tmp_path, max_sessions=1)
+    config = server_config(tmp_path, max_sessions=1)
     with (
         running_server(tmp_path, config) as server,
         ControlClient("127.0.0.1", control_port(server)) as client,
@@ -363,7 +341,7 @@ def test_sighup_applies_a_new_limit(tmp_path: Path) -> None:
 
 
 def test_a_bad_reload_keeps_the_running_configuration(tmp_path: Path) -> None:
-    with running_server(tmp_path, write_config(tmp_path)) as server:
+    with running_server(tmp_path, server_config(tmp_path)) as server:
         port = control_port(server)
         server.config_path.write_text("max_sessions = lots\n")
         server.signal(signal.SIGHUP)
@@ -373,7 +351,7 @@ def test_a_bad_reload_keeps_the_running_configuration(tmp_path: Path) -> None:
 
 
 def test_sigterm_ends_sessions_and_exits_cleanly(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path, write_config(tmp_path))
+    server = ServerProcess(tmp_path, server_config(tmp_path))
     server.wait_ready()
     with ControlClient("127.0.0.1", control_port(server)) as client:
         client.set_up()
@@ -421,7 +399,7 @@ def test_check_config(tmp_path: Path) -> None:
 
 def test_twamp_light_reflects_for_allowed_peers_only(tmp_path: Path) -> None:
     light = free_port(socket.SOCK_DGRAM)
-    config = write_config(tmp_path, light_ports=light, light_allow="127.0.0.1/32")
+    config = server_config(tmp_path, light_ports=light, light_allow="127.0.0.1/32")
     with running_server(tmp_path, config):
         with sender_socket("127.0.0.1") as allowed:
             replies = [ping(allowed, ("127.0.0.1", light), seq) for seq in range(3)]
