@@ -72,13 +72,13 @@ class ControlSession:
             self.sock.close()
             raise ClientError(
                 f"connection refused by {where}",
-                "is twamp-server running there, and is TCP port 862 open in its firewall?",
+                f"is twamp-server running there, and TCP port {address[1]} open in its firewall?",
             ) from None
         except TimeoutError:
             self.sock.close()
             raise ClientError(
                 f"no answer from {where} within {CONTROL_TIMEOUT:g} s",
-                "a firewall may be dropping TCP port 862",
+                f"a firewall may be dropping TCP port {address[1]}",
             ) from None
         except OSError as error:
             self.sock.close()

@@ -190,10 +190,11 @@ def test_quiet_prints_nothing(server: ServerProcess) -> None:
 
 
 def test_refused_connection() -> None:
-    result = client(f"127.0.0.1:{free_port()}", "-c", "1")
+    closed = free_port()
+    result = client(f"127.0.0.1:{closed}", "-c", "1")
     assert result.returncode == 2
     assert "connection refused" in result.stderr
-    assert "is twamp-server running there" in result.stderr
+    assert f"is twamp-server running there, and TCP port {closed} open" in result.stderr
 
 
 def test_unknown_name() -> None:
