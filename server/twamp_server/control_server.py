@@ -229,15 +229,17 @@ class ControlConnection:
         )
         self.writer.write(data)
         await self.writer.drain()
+        # The KeyID names the client's identity (open mode has none); it is not a secret.
+        identity = {"key_id": setup.key_id.decode(errors="replace")} if setup.key_id else {}
         if accepted:
             self.log = self.log.bind(mode=mode_name(control.mode))
-            self.log.info("control connection set up", key_id=setup.key_id.decode(errors="replace"))
+            self.log.info("control connection set up", **identity)
         else:
             self.log.warning(
                 "control connection refused",
                 mode=int(setup.mode),
-                key_id=setup.key_id.decode(errors="replace"),
                 reason="unsupported mode" if control.setup_refusal() else "authentication failed",
+                **identity,
             )
         return accepted
 
