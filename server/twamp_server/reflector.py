@@ -100,6 +100,9 @@ class Reflector:
         self._permanent_ports: set[int] = set()
         self._light_ports: set[int] = set()
         self._sessions: dict[SessionKey, TestSession] = {}
+        #: Sessions that have not received a packet yet, by (local port, sender address), in
+        #: acceptance order: the only ones a packet from an unannounced port may latch onto.
+        self._unlatched: dict[tuple[int, str], list[TestSession]] = {}
         #: Admission test for TWAMP Light senders (address -> allowed), set by the daemon.
         self.light_allowed: Callable[[str], bool] = lambda _address: False
         #: Most TWAMP Light senders tracked at once (each holds a sequence counter).
@@ -165,6 +168,18 @@ class Reflector:
 
     def add(self, session: TestSession) -> None:
         self._sessions[session.key] = session
+        if session.latchable:
+            self._unlatched.setdefault((session.local_port, session.peer[0]), []).append(session)
+
+    def _settle(self, session: TestSession) -> None:
+        """``session`` received its first packet: its sender port is known for good."""
+        session.latchable = False
+        where = (session.local_port, session.peer[0])
+        waiting = self._unlatched.get(where, [])
+        if session in waiting:
+            waiting.remove(session)
+            if not waiting:
+                del self._unlatched[where]
 
     def taken(self, key: SessionKey) -> bool:
         """Whether a session already receives from that sender on that port."""
@@ -174,6 +189,7 @@ class Reflector:
         """Forget ``session``; close its port if it was opened for it and nothing else uses it."""
         if self._sessions.get(session.key) is session:
             del self._sessions[session.key]
+        self._settle(session)
         if not session.sid:
             self.light_sessions -= 1
         port = session.local_port
@@ -195,17 +211,13 @@ class Reflector:
         oldest first; in the authenticated modes only a packet whose HMAC verifies may do that.
         The address itself is never re-learnt, so replies still go only to the control peer.
         """
-        for session in self._sessions.values():
-            if (
-                session.latchable
-                and session.started
-                and session.local_port == port
-                and session.peer[0] == address[0]
-                and (session.protection is None or _authentic(session.protection, data))
+        for session in self._unlatched.get((port, address[0]), ()):
+            if session.started and (
+                session.protection is None or _authentic(session.protection, data)
             ):
                 del self._sessions[session.key]
+                self._settle(session)
                 session.peer = (address[0], address[1])
-                session.latchable = False
                 self._sessions[session.key] = session
                 return session
         return None
@@ -244,7 +256,9 @@ class Reflector:
                 self.unmatched += 1
                 continue
             session = sessions.get((port, address[0], address[1]))
-            if session is None:
+            if session is not None and session.latchable:
+                self._settle(session)
+            elif session is None:
                 session = self._latch(port, address, data) or self._light_session(
                     port, address, now
                 )

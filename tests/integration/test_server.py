@@ -145,6 +145,27 @@ def test_sender_behind_nat_is_latched_to_its_real_port(server: ServerProcess) ->
             assert ping(announced, ("127.0.0.1", accepted.port), 2, timeout=0.3) is None
 
 
+def test_only_sessions_without_packets_can_be_latched(server: ServerProcess) -> None:
+    """A session that already hears from its announced port keeps it; a packet from an unknown
+    port goes to the session that has heard nothing yet."""
+    with ControlClient("127.0.0.1", control_port(server)) as client:
+        client.set_up()
+        with (
+            client.test_socket() as direct,
+            client.test_socket() as announced,
+            client.test_socket() as translated,
+        ):
+            first = client.request(direct.getsockname()[1])
+            second = client.request(announced.getsockname()[1])
+            assert first.port == second.port
+            client.start()
+            assert ping(direct, ("127.0.0.1", first.port), 0) is not None
+            reply = ping(translated, ("127.0.0.1", first.port), 0)
+            assert reply is not None and reply[0].seq == 0  # the second session's first reply
+            reply = ping(direct, ("127.0.0.1", first.port), 1)
+            assert reply is not None and reply[0].seq == 1  # the first session, undisturbed
+
+
 def test_dscp_from_type_p(server: ServerProcess) -> None:
     with ControlClient("127.0.0.1", control_port(server)) as client:
         client.set_up()
