@@ -3,6 +3,9 @@
 #   make test   the whole suite (unit, property, integration, system)
 #   make lint   ruff and mypy (strict on common)
 #   make run    a server on loopback and a client measuring it
+#   make deb    Debian packages (python3-twamp-common, twamp-server, twamp-client) in dist/
+#   make rpm    RPM packages (the same three) in dist/
+#   make set-version V=X.Y.Z   the version in VERSION, every pyproject.toml and pin, the spec
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,6 +13,22 @@ BIN := $(VENV)/bin
 # Debian packages the build and the tests need: venv and headers to build systemd-python,
 # libsystemd for it, tshark to dissect what we put on the wire.
 SYSTEM_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev tshark
+# What `make deb` and `make rpm` build with.
+DEB_PACKAGES := debhelper dh-python python3-all python3-build python3-installer \
+	python3-setuptools python3-wheel dpkg-dev fakeroot lintian
+RPM_PACKAGES := rpm python3-build python3-installer python3-setuptools python3-wheel
+# The system test (tests/system) builds both and boots a Debian root with systemd-nspawn.
+TEST_PACKAGES := $(sort debootstrap systemd-container $(DEB_PACKAGES) $(RPM_PACKAGES))
+PACKAGES_system-deps := $(SYSTEM_PACKAGES)
+PACKAGES_deb-deps := $(DEB_PACKAGES)
+PACKAGES_rpm-deps := $(RPM_PACKAGES)
+PACKAGES_test-deps := $(TEST_PACKAGES)
+# The one place the version is written; `make set-version V=X.Y.Z` changes it everywhere.
+VERSION := $(shell cat VERSION)
+DIST := dist
+PKG_BUILD := build/packages
+# Packages are built with the distribution's Python, never a locally installed one.
+PKG_PATH := /usr/sbin:/usr/bin:/sbin:/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 SHELL := bash
@@ -18,13 +37,13 @@ RUN_CONTROL_PORT ?= $(shell [ "$$(id -u)" = 0 ] && echo 862 || echo 18620)
 RUN_TEST_PORT ?= $(shell [ "$$(id -u)" = 0 ] && echo 863 || echo 18630)
 RUN_DIR := .run
 
-.PHONY: venv system-deps test lint run clean
+.PHONY: venv system-deps deb-deps rpm-deps test-deps test lint run clean deb rpm packages set-version
 
 venv: $(VENV)/.installed
 
-system-deps:
+system-deps deb-deps rpm-deps test-deps:
 	@command -v dpkg-query >/dev/null || exit 0; \
-	missing=$$(for p in $(SYSTEM_PACKAGES); do \
+	missing=$$(for p in $(PACKAGES_$@); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:" $$missing; \
@@ -41,6 +60,7 @@ $(VENV)/.installed: common/pyproject.toml server/pyproject.toml client/pyproject
 	touch $@
 
 test: venv
+	@[ "$$(id -u)" != 0 ] || $(MAKE) --no-print-directory test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
@@ -67,5 +87,45 @@ run: venv
 	sleep 0.2; echo; echo "twamp-server's log ($(RUN_DIR)/twamp-server.log):"; \
 	cat $(RUN_DIR)/twamp-server.log; exit $$status
 
+# The source tree the packages are built from: the three projects and what they install.
+PKG_SOURCES := VERSION common server client etc docs packaging
+define copy_sources
+	rm -rf $(1) && mkdir -p $(1)
+	tar -c --exclude='*.egg-info' --exclude=__pycache__ --exclude=build $(PKG_SOURCES) | tar -x -C $(1)
+endef
+
+# Debian packages: packaging/debian becomes debian/ of a copy of the tree, dpkg-buildpackage
+# builds the binary packages, lintian checks them.
+deb:
+	@$(MAKE) --no-print-directory deb-deps
+	$(call copy_sources,$(PKG_BUILD)/deb/twamp-$(VERSION))
+	cd $(PKG_BUILD)/deb/twamp-$(VERSION) && cp -a packaging/debian debian && \
+		cp packaging/sysusers/twamp-server.conf debian/twamp-server.sysusers && \
+		PATH=$(PKG_PATH) dpkg-buildpackage -us -uc -b
+	mkdir -p $(DIST)
+	cp $(PKG_BUILD)/deb/*_$(VERSION)_all.deb $(DIST)/
+	PATH=$(PKG_PATH) lintian $(PKG_BUILD)/deb/twamp_$(VERSION)_*.changes
+
+# RPM packages, noarch, from packaging/rpm/twamp.spec; the version comes from VERSION. The
+# build dependencies are Debian packages here (rpm-deps), which rpm does not know: --nodeps.
+rpm:
+	@$(MAKE) --no-print-directory rpm-deps
+	$(call copy_sources,$(PKG_BUILD)/rpm/twamp-$(VERSION))
+	mkdir -p $(PKG_BUILD)/rpm/SOURCES $(DIST)
+	tar -C $(PKG_BUILD)/rpm -czf $(PKG_BUILD)/rpm/SOURCES/twamp-$(VERSION).tar.gz twamp-$(VERSION)
+	PATH=$(PKG_PATH) rpmbuild -bb --nodeps --define "_topdir $(CURDIR)/$(PKG_BUILD)/rpm" \
+		--define "twamp_version $(VERSION)" packaging/rpm/twamp.spec
+	cp $(PKG_BUILD)/rpm/RPMS/noarch/*-$(VERSION)-*.noarch.rpm $(DIST)/
+
+packages: deb rpm
+
+# make set-version V=0.2.0: VERSION, the three pyproject.toml and their twamp-common pins.
+set-version:
+	@[ -n "$(V)" ] || { echo "usage: make set-version V=X.Y.Z"; exit 2; }
+	echo "$(V)" > VERSION
+	sed -i 's/^version = ".*"/version = "$(V)"/' common/pyproject.toml server/pyproject.toml client/pyproject.toml
+	sed -i 's/"twamp-common==[^"]*"/"twamp-common==$(V)"/' server/pyproject.toml client/pyproject.toml
+	@echo "Now add a packaging/debian/changelog entry for $(V) (dch -v $(V))."
+
 clean:
-	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis build
