@@ -160,6 +160,9 @@ class Sender:
             else:
                 timeout = (deadline - SPIN_NS - now) / 1e9
                 if timeout <= 0:
+                    # Intervals shorter than SPIN_NS never wait in select: read what has come
+                    # (the socket does not block) so that replies are neither given up nor lost.
+                    self._drain()
                     return True
             ready, _, _ = select.select(readers, [], [], timeout)
             if self.sock in ready:

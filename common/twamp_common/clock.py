@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 
 from .timestamp import ErrorEstimate
 
@@ -67,11 +68,16 @@ class ClockState:
         return ErrorEstimate.from_error_ns(self.max_error_ns, synchronized=self.synchronized)
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded once: finding it runs ``ldconfig`` in a subprocess."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def read_clock_state() -> ClockState:
     """Ask the kernel (read-only adjtimex, allowed to any user) for the clock's state."""
-    libc_name = ctypes.util.find_library("c") or "libc.so.6"
     try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
+        libc = _libc()
         timex = _Timex()
         state = libc.adjtimex(ctypes.byref(timex))
     except (OSError, AttributeError):

@@ -39,6 +39,8 @@ BATCH = 256
 MAX_DATAGRAM = 65535
 
 Address = tuple[str, int]
+#: A plain int: ``int & socket.MSG_TRUNC`` would build an enum member per packet (~0.8 µs).
+_MSG_TRUNC = int(socket.MSG_TRUNC)
 SessionKey = tuple[int, str, int]
 
 
@@ -265,7 +267,7 @@ class Reflector:
                 if session is None:
                     self.unmatched += 1
                     continue
-            if flags & socket.MSG_TRUNC:
+            if flags & _MSG_TRUNC:
                 session.dropped += 1
                 continue
             received_ns, ttl = udp_options.parse_ancillary(ancdata)
