@@ -3,6 +3,7 @@
 #   make test   the whole suite (unit, property, integration, system)
 #   make lint   ruff and mypy (strict on common)
 #   make run    a server on loopback and a client measuring it
+#   make bench  the benchmarks in bench/ (accuracy needs root), with a summary table
 #   make deb    Debian packages (python3-twamp-common, twamp-server, twamp-client) in dist/
 #   make rpm    RPM packages (the same three) in dist/
 #   make set-version V=X.Y.Z   the version in VERSION, every pyproject.toml and pin, the spec
@@ -37,7 +38,7 @@ RUN_CONTROL_PORT ?= $(shell [ "$$(id -u)" = 0 ] && echo 862 || echo 18620)
 RUN_TEST_PORT ?= $(shell [ "$$(id -u)" = 0 ] && echo 863 || echo 18630)
 RUN_DIR := .run
 
-.PHONY: venv system-deps deb-deps rpm-deps test-deps test lint run clean deb rpm packages set-version
+.PHONY: venv system-deps deb-deps rpm-deps test-deps test lint run clean deb rpm packages set-version bench
 
 venv: $(VENV)/.installed
 
@@ -64,8 +65,8 @@ test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check common server client tests
-	$(BIN)/ruff format --check common server client tests
+	$(BIN)/ruff check common server client tests bench
+	$(BIN)/ruff format --check common server client tests bench
 	$(BIN)/mypy
 
 # A twamp-server on loopback (config and log in .run/), then the classic client command against
@@ -126,6 +127,12 @@ set-version:
 	sed -i 's/^version = ".*"/version = "$(V)"/' common/pyproject.toml server/pyproject.toml client/pyproject.toml
 	sed -i 's/"twamp-common==[^"]*"/"twamp-common==$(V)"/' server/pyproject.toml client/pyproject.toml
 	@echo "Now add a packaging/debian/changelog entry for $(V) (dch -v $(V))."
+
+# Figures are ratios against baselines measured in the same run; bench/README.md explains them.
+bench: venv
+	@command -v ping >/dev/null || [ "$$(id -u)" != 0 ] || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iputils-ping >/dev/null
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis build
