@@ -6,10 +6,3 @@ hierarchy), ``timestamp`` (NTP time and Error Estimate), ``control_messages`` an
 protection), ``control`` (the Control-Client and Server state machines), ``stats`` (round-trip
 statistics) and ``clock`` (the kernel's clock state, read by the drivers).
 """
-
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("twamp-common")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0"
