@@ -43,6 +43,7 @@ KNOWN_KEYS = (
     "max_sessions_per_client",
     "session_timeout",
     "control_timeout",
+    "max_connections",
     "listen",
     "modes",
     "keys_file",
@@ -171,6 +172,7 @@ class Config:
     session_timeout: float = 5.0
     #: Seconds of silence after which a control connection is closed (RFC 5357 SERVWAIT).
     control_timeout: float = 900.0
+    max_connections: int = 1000
     listen: tuple[IPAddress, ...] = _DEFAULT_LISTEN
     modes: Mode = SECURITY_MODES
     #: The keys file that was read, or None when none was.
@@ -589,6 +591,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     session_timeout = get("session_timeout", minutes, 5.0)
     seconds = _number(0, 86400, above=True, unit="seconds")
     control_timeout = get("control_timeout", seconds, 900.0)
+    max_connections = get("max_connections", _integer(1, 100000), 1000)
     listen = get("listen", _addresses, _DEFAULT_LISTEN)
     modes = get("modes", _modes, SECURITY_MODES)
     allow = get("allow", _network_list, _EVERYWHERE)
@@ -646,6 +649,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         max_sessions_per_client=per_client,
         session_timeout=session_timeout,
         control_timeout=control_timeout,
+        max_connections=max_connections,
         listen=listen,
         modes=modes,
         keys_file=keys_file,

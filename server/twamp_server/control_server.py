@@ -142,6 +142,8 @@ class ControlConnection:
         config = self.server.config
         if not self.server.accepting:
             return Mode(0), "server is shutting down"
+        if len(self.server.connections) > config.max_connections:
+            return Mode(0), f"max_connections ({config.max_connections}) reached"
         if not config.client_allowed(self.peer):
             return Mode(0), "client address not in allow"
         return config.modes | FEATURES, None

@@ -315,6 +315,25 @@ def test_servwait_waits_while_a_session_runs_and_resumes_after_refwait(tmp_path:
         wait_log(server, "control connection ended", outcome="idle (SERVWAIT)")
 
 
+def test_max_connections_turns_away_the_one_too_many(tmp_path: Path) -> None:
+    with running_server(tmp_path, server_config(tmp_path, max_connections=2)) as server:
+        port = control_port(server)
+        first = socket.create_connection(("127.0.0.1", port), timeout=5)
+        second = socket.create_connection(("127.0.0.1", port), timeout=5)
+        for served in (first, second):
+            assert int.from_bytes(served.recv(64)[12:16], "big") != 0  # modes offered
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as third:
+            greeting = third.recv(64)
+            assert int.from_bytes(greeting[12:16], "big") == 0  # RFC 4656: Modes 0, go away
+            assert third.recv(100) == b""
+        wait_log(server, "control connection ended", outcome="refused: max_connections (2) reached")
+        first.close()
+        wait_log(server, "control connection ended", outcome="closed by client")
+        with ControlClient("127.0.0.1", port) as again:
+            assert again.set_up().accept == Accept.OK
+        second.close()
+
+
 def test_one_sender_port_serves_one_session(server: ServerProcess) -> None:
     """Two sessions from the same sender port to the same reflector port could not be told
     apart: the second is refused."""

@@ -83,6 +83,7 @@ def test_defaults() -> None:
     assert config.max_sessions_per_client == 100
     assert config.session_timeout == 5.0
     assert config.control_timeout == 900.0
+    assert config.max_connections == 1000
     assert config.listen == (IPv4Address("0.0.0.0"), IPv6Address("::"))
     assert config.modes == Mode.UNAUTHENTICATED  # no keys file: the secure modes are dropped
     assert config.keys_file is None
@@ -177,6 +178,7 @@ BAD_VALUES = [
     ("session_timeout", "five", "more than 0 and at most 1440 (minutes)"),
     ("control_timeout", "-3", "more than 0 and at most 86400 (seconds)"),
     ("control_timeout", "86401", "more than 0 and at most 86400 (seconds)"),
+    ("max_connections", "0", "1 to 100000"),
     ("listen", "localhost", "IP addresses (not names)"),
     ("listen", ",", "IP addresses (not names)"),
     ("listen", "10.0.0.0/8", "IP addresses (not names)"),
