@@ -29,12 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import ControlClient, NotifySocket, free_port  # noqa: E402
+from support import ControlClient, ServerProcess, free_port  # noqa: E402
 from twamp_common.test_packets import SenderPacket  # noqa: E402
+from twamp_server.reflector import grow_buffers  # noqa: E402
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-#: SO_RCVBUFFORCE / SO_SNDBUFFORCE (need CAP_NET_ADMIN; plain SO_RCVBUF otherwise).
-_SO_RCVBUFFORCE, _SO_SNDBUFFORCE = 33, 32
 BUFFER = 8 * 1024 * 1024
 
 
@@ -154,19 +153,11 @@ def raise_fd_limit(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
-def grow_buffers(sock: socket.socket, size: int = BUFFER) -> None:
-    for force, plain in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF), (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, size)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, plain, size)
-
-
-class Server:
-    """A twamp-server on loopback, started the way systemd would (NOTIFY_SOCKET)."""
+class Server(ServerProcess):
+    """A twamp-server on loopback, started the way systemd would (NOTIFY_SOCKET), in a
+    directory of its own that :meth:`stop` removes."""
 
     def __init__(self, prefix: Sequence[str] = (), **settings: object) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="twamp-bench-"))
         self.control_port = free_port()
         self.test_port = free_port(socket.SOCK_DGRAM)
         config = {
@@ -177,52 +168,15 @@ class Server:
             "log_level": "warning",
             **settings,
         }
-        (self.dir / "twamp-server.conf").write_text(
-            "".join(f"{key} = {value}\n" for key, value in config.items())
-        )
-        self.notify = NotifySocket(self.dir / "notify.sock")
-        self.log_path = self.dir / "server.log"
-        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path)}
-        env.pop("JOURNAL_STREAM", None)
-        self._log = self.log_path.open("wb")
-        self.started_ns = time.monotonic_ns()
-        self.process = subprocess.Popen(
-            [
-                *prefix,
-                str(BIN / "twamp-server"),
-                "--config",
-                str(self.dir / "twamp-server.conf"),
-                "--log-format",
-                "json",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-        )
+        text = "".join(f"{key} = {value}\n" for key, value in config.items())
+        super().__init__(Path(tempfile.mkdtemp(prefix="twamp-bench-")), text, prefix=prefix)
         self.pid = self.process.pid
 
-    def wait_ready(self, timeout: float = 15.0) -> float:
-        """Seconds from exec to READY=1."""
+    def stop(self, timeout: float = 10.0) -> int:
         try:
-            self.notify.wait_for("READY=1", timeout)
-        except AssertionError:
-            raise RuntimeError(f"twamp-server not ready; its log:\n{self.log()}") from None
-        return (time.monotonic_ns() - self.started_ns) / 1e9
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        self.notify.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+            return super().stop(timeout)
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from twamp_common.codes import Accept, Mode
@@ -110,7 +110,15 @@ class NotifySocket:
 class ServerProcess:
     """A real twamp-server process on loopback with a configuration written for the test."""
 
-    def __init__(self, workdir: Path, config: str, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: str,
+        *,
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        """``prefix`` goes before the command, e.g. ``ip netns exec NAME``."""
         self.workdir = workdir
         self.config_path = workdir / "twamp-server.conf"
         self.config_path.write_text(config)
@@ -119,8 +127,10 @@ class ServerProcess:
         environ = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), **(env or {})}
         environ.pop("JOURNAL_STREAM", None)
         self._stderr = self.stderr_path.open("wb")
+        self.started_ns = time.monotonic_ns()
         self.process = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "twamp_server",
@@ -134,11 +144,13 @@ class ServerProcess:
             stderr=self._stderr,
         )
 
-    def wait_ready(self, timeout: float = 15.0) -> None:
+    def wait_ready(self, timeout: float = 15.0) -> float:
+        """Seconds from exec to READY=1."""
         try:
             self.notify.wait_for("READY=1", timeout)
         except AssertionError:
             raise AssertionError(f"server not ready; its log:\n{self.log()}") from None
+        return (time.monotonic_ns() - self.started_ns) / 1e9
 
     def log(self) -> str:
         return self.stderr_path.read_text(errors="replace")

@@ -138,7 +138,7 @@ class Reflector:
                 sock.setsockopt(level, option, value)
             for level, option, value in udp_options.send_options(family):
                 sock.setsockopt(level, option, value)
-            _grow_buffers(sock)
+            grow_buffers(sock)
             sock.bind((address, port))
             sock.setblocking(False)
         except OSError:
@@ -335,10 +335,10 @@ def _authentic(protection: TestPacketProtection, data: bytes) -> bool:
 _SO_RCVBUFFORCE, _SO_SNDBUFFORCE = 33, 32
 
 
-def _grow_buffers(sock: socket.socket) -> None:
-    """Ask for large socket buffers; with CAP_NET_ADMIN, beyond the sysctl limits."""
+def grow_buffers(sock: socket.socket, size: int = RECEIVE_BUFFER) -> None:
+    """Ask for ``size``-octet socket buffers; with CAP_NET_ADMIN, beyond the sysctl limits."""
     for force, plain in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF), (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
         try:
-            sock.setsockopt(socket.SOL_SOCKET, force, RECEIVE_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
         except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, plain, RECEIVE_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, plain, size)

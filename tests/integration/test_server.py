@@ -41,10 +41,6 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         yield process
 
 
-def control_port(server: ServerProcess) -> int:
-    return config_port(server)
-
-
 def log_lines(server: ServerProcess) -> list[dict[str, object]]:
     return [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
 
@@ -83,7 +79,7 @@ def measure(
     "mode", [Mode.UNAUTHENTICATED, Mode.AUTHENTICATED, Mode.ENCRYPTED, Mode.MIXED]
 )
 def test_full_session(server: ServerProcess, host: str, mode: Mode) -> None:
-    with ControlClient(host, control_port(server)) as client:
+    with ControlClient(host, config_port(server)) as client:
         secret = None if mode == Mode.UNAUTHENTICATED else SECRET
         start = client.set_up(mode, b"alice" if secret else b"", secret)
         assert start.accept == Accept.OK
@@ -106,7 +102,7 @@ def test_full_session(server: ServerProcess, host: str, mode: Mode) -> None:
 
 
 def test_reply_has_the_request_size(server: ServerProcess) -> None:
-    with ControlClient("127.0.0.1", control_port(server)) as client:
+    with ControlClient("127.0.0.1", config_port(server)) as client:
         client.set_up()
         with client.test_socket() as udp:
             accepted = client.request(udp.getsockname()[1], padding=100)
@@ -118,7 +114,7 @@ def test_reply_has_the_request_size(server: ServerProcess) -> None:
 
 
 def test_nothing_is_reflected_before_start_or_to_strangers(server: ServerProcess) -> None:
-    with ControlClient("127.0.0.1", control_port(server)) as client:
+    with ControlClient("127.0.0.1", config_port(server)) as client:
         client.set_up()
         with client.test_socket() as udp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
             accepted = client.request(udp.getsockname()[1])
@@ -133,7 +129,7 @@ def test_nothing_is_reflected_before_start_or_to_strangers(server: ServerProcess
 
 
 def test_sender_behind_nat_is_latched_to_its_real_port(server: ServerProcess) -> None:
-    with ControlClient("127.0.0.1", control_port(server)) as client:
+    with ControlClient("127.0.0.1", config_port(server)) as client:
         client.set_up()
         with client.test_socket() as announced, client.test_socket() as real:
             accepted = client.request(announced.getsockname()[1])
@@ -148,7 +144,7 @@ def test_sender_behind_nat_is_latched_to_its_real_port(server: ServerProcess) ->
 def test_only_sessions_without_packets_can_be_latched(server: ServerProcess) -> None:
     """A session that already hears from its announced port keeps it; a packet from an unknown
     port goes to the session that has heard nothing yet."""
-    with ControlClient("127.0.0.1", control_port(server)) as client:
+    with ControlClient("127.0.0.1", config_port(server)) as client:
         client.set_up()
         with (
             client.test_socket() as direct,
@@ -167,7 +163,7 @@ def test_only_sessions_without_packets_can_be_latched(server: ServerProcess) -> 
 
 
 def test_dscp_from_type_p(server: ServerProcess) -> None:
-    with ControlClient("127.0.0.1", control_port(server)) as client:
+    with ControlClient("127.0.0.1", config_port(server)) as client:
         client.set_up()
         with client.test_socket() as udp:
             udp.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
@@ -182,7 +178,7 @@ def test_dscp_from_type_p(server: ServerProcess) -> None:
 def test_max_sessions_gives_accept_5_and_frees_on_stop(tmp_path: Path) -> None:
     config = server_config(tmp_path, max_sessions=2)
     with running_server(tmp_path, config) as server:
-        port = control_port(server)
+        port = config_port(server)
         with ControlClient("127.0.0.1", port) as first:
             first.set_up()
             assert first.request(40001).accept == Accept.OK
@@ -203,7 +199,7 @@ def test_max_sessions_gives_accept_5_and_frees_on_stop(tmp_path: Path) -> None:
 def test_session_timeout_frees_silent_sessions(tmp_path: Path) -> None:
     config = server_config(tmp_path, max_sessions=1, session_timeout=0.02)  # 1.2 s
     with running_server(tmp_path, config) as server:
-        port = control_port(server)
+        port = config_port(server)
         with ControlClient("127.0.0.1", port) as client:
             client.set_up()
             assert client.request(40001).accept == Accept.OK
@@ -214,7 +210,7 @@ def test_session_timeout_frees_silent_sessions(tmp_path: Path) -> None:
 
 
 def test_wrong_key_closes_only_that_connection(server: ServerProcess) -> None:
-    port = control_port(server)
+    port = config_port(server)
     with ControlClient("127.0.0.1", port) as good:
         good.set_up(Mode.ENCRYPTED, b"alice", SECRET)
         with good.test_socket() as udp:
@@ -243,7 +239,7 @@ def test_wrong_key_closes_only_that_connection(server: ServerProcess) -> None:
     ],
 )
 def test_hostile_streams_close_only_their_connection(server: ServerProcess, stream: bytes) -> None:
-    port = control_port(server)
+    port = config_port(server)
     with ControlClient("127.0.0.1", port) as good:
         good.set_up()
         with good.test_socket() as udp:
@@ -262,7 +258,7 @@ def test_hostile_streams_close_only_their_connection(server: ServerProcess, stre
 
 
 def test_unknown_command_is_answered_with_accept_3(server: ServerProcess) -> None:
-    with ControlClient("127.0.0.1", control_port(server)) as client:
+    with ControlClient("127.0.0.1", config_port(server)) as client:
         client.set_up()
         client.tcp.sendall(b"\x04" + bytes(31))  # OWAMP's Fetch-Session
         client.tcp.settimeout(5)
@@ -273,7 +269,7 @@ def test_unknown_command_is_answered_with_accept_3(server: ServerProcess) -> Non
 
 
 def test_slow_drip_is_served(server: ServerProcess) -> None:
-    port = control_port(server)
+    port = config_port(server)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as drip:
         assert len(drip.recv(64)) == 64
         for octet in b"\x00\x00\x00\x01" + bytes(160):
@@ -285,14 +281,14 @@ def test_slow_drip_is_served(server: ServerProcess) -> None:
 def test_idle_control_connection_times_out(tmp_path: Path) -> None:
     """SERVWAIT (control_timeout): an idle connection with no session running is closed."""
     with running_server(tmp_path, server_config(tmp_path, control_timeout=1)) as server:
-        with ControlClient("127.0.0.1", control_port(server)) as idle:
+        with ControlClient("127.0.0.1", config_port(server)) as idle:
             idle.set_up()
             idle.tcp.settimeout(5)
             started = time.monotonic()
             assert idle.tcp.recv(100) == b""
             assert 0.9 < time.monotonic() - started < 4
         wait_log(server, "control connection ended", outcome="idle (SERVWAIT)")
-        with socket.create_connection(("127.0.0.1", control_port(server)), timeout=5) as mute:
+        with socket.create_connection(("127.0.0.1", config_port(server)), timeout=5) as mute:
             assert len(mute.recv(64)) == 64  # the greeting, then nothing from the client
             assert mute.recv(100) == b""
         wait_log(server, "control connection ended", outcome="timed out (set-up)")
@@ -303,7 +299,7 @@ def test_servwait_waits_while_a_session_runs_and_resumes_after_refwait(tmp_path:
     session_timeout = 0.03 minutes, 1.8 s) has ended them."""
     config = server_config(tmp_path, control_timeout=1, session_timeout=0.03)
     with running_server(tmp_path, config) as server:
-        with ControlClient("127.0.0.1", control_port(server)) as client:
+        with ControlClient("127.0.0.1", config_port(server)) as client:
             client.set_up()
             assert client.request(40020).accept == Accept.OK
             client.start()
@@ -317,7 +313,7 @@ def test_servwait_waits_while_a_session_runs_and_resumes_after_refwait(tmp_path:
 
 def test_max_connections_turns_away_the_one_too_many(tmp_path: Path) -> None:
     with running_server(tmp_path, server_config(tmp_path, max_connections=2)) as server:
-        port = control_port(server)
+        port = config_port(server)
         first = socket.create_connection(("127.0.0.1", port), timeout=5)
         second = socket.create_connection(("127.0.0.1", port), timeout=5)
         for served in (first, second):
@@ -337,7 +333,7 @@ def test_max_connections_turns_away_the_one_too_many(tmp_path: Path) -> None:
 def test_one_sender_port_serves_one_session(server: ServerProcess) -> None:
     """Two sessions from the same sender port to the same reflector port could not be told
     apart: the second is refused."""
-    with ControlClient("127.0.0.1", control_port(server)) as client:
+    with ControlClient("127.0.0.1", config_port(server)) as client:
         client.set_up()
         assert client.request(40010).accept == Accept.OK
         assert client.request(40010).accept == Accept.FAILURE
@@ -366,7 +362,7 @@ def test_sighup_applies_a_new_limit(tmp_path: Path) -> None:
     config = server_config(tmp_path, max_sessions=1)
     with (
         running_server(tmp_path, config) as server,
-        ControlClient("127.0.0.1", control_port(server)) as client,
+        ControlClient("127.0.0.1", config_port(server)) as client,
     ):
         client.set_up()
         assert client.request(40001).accept == Accept.OK
@@ -382,7 +378,7 @@ def test_sighup_applies_a_new_limit(tmp_path: Path) -> None:
 
 def test_a_bad_reload_keeps_the_running_configuration(tmp_path: Path) -> None:
     with running_server(tmp_path, server_config(tmp_path)) as server:
-        port = control_port(server)
+        port = config_port(server)
         server.config_path.write_text("max_sessions = lots\n")
         server.signal(signal.SIGHUP)
         wait_log(server, "reload failed; keeping the running configuration")
@@ -393,7 +389,7 @@ def test_a_bad_reload_keeps_the_running_configuration(tmp_path: Path) -> None:
 def test_sigterm_ends_sessions_and_exits_cleanly(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path, server_config(tmp_path))
     server.wait_ready()
-    with ControlClient("127.0.0.1", control_port(server)) as client:
+    with ControlClient("127.0.0.1", config_port(server)) as client:
         client.set_up()
         client.request(40001)
         started = time.monotonic()

@@ -11,6 +11,7 @@ import ipaddress
 
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import u8, u16, u32, u64
 from twamp_common.codes import Accept, Mode
 from twamp_common.control_messages import (
     CLIENT_COMMANDS,
@@ -29,10 +30,6 @@ from twamp_common.control_messages import (
 )
 from twamp_common.errors import ProtocolError
 
-u8 = st.integers(0, 0xFF)
-u16 = st.integers(0, 0xFFFF)
-u32 = st.integers(0, 0xFFFFFFFF)
-u64 = st.integers(0, 2**64 - 1)
 accepts = st.sampled_from(Accept)
 block = st.binary(min_size=16, max_size=16)
 sids = st.lists(block, min_size=1, max_size=8).map(tuple)

@@ -7,6 +7,7 @@ import dataclasses
 
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import u8, u16, u32, u64
 from twamp_common.codes import Mode
 from twamp_common.crypto import SessionKeys, TestPacketProtection
 from twamp_common.errors import ProtocolError
@@ -17,10 +18,6 @@ from twamp_common.test_packets import (
     SenderPacket,
 )
 
-u8 = st.integers(0, 0xFF)
-u16 = st.integers(0, 0xFFFF)
-u32 = st.integers(0, 0xFFFFFFFF)
-u64 = st.integers(0, 2**64 - 1)
 padding = st.binary(max_size=300)
 mac = st.binary(min_size=16, max_size=16)
 keys = st.builds(
