@@ -67,9 +67,11 @@ def judge(
     running_total: int,
     running_for_client: int,
     port_usable: Callable[[int], bool],
+    sender_taken: Callable[[int, tuple[str, int]], bool],
     timeout: float,
 ) -> Verdict:
-    """Decide a request.  ``timeout`` is the request's Timeout in seconds."""
+    """Decide a request.  ``timeout`` is the request's Timeout in seconds; ``sender_taken``
+    says whether a session already receives on a port from an (address, port)."""
     if request.conf_sender or request.conf_receiver:
         return _refuse(Accept.NOT_SUPPORTED, "Conf-Sender and Conf-Receiver must be 0 in TWAMP")
     if request.ipvn != control_peer.version:
@@ -100,6 +102,10 @@ def judge(
             f"max_sessions_per_client ({limits.max_sessions_per_client}) reached",
         )
     port = _choose_port(request.receiver_port, limits, port_usable)
+    peer = (str(control_peer), request.sender_port)
+    if sender_taken(port, peer):
+        # Two sessions from one sender port to one reflector port could not be told apart.
+        return _refuse(Accept.FAILURE, "another session already uses that sender port")
     # Replies only ever go to the control connection's peer: a zero Sender Address means that
     # address (RFC 5357 §3.5), and a different one is a sender behind a NAT that wrote its
     # private address, never a third party we could be aimed at.
@@ -112,7 +118,7 @@ def judge(
         Accept.OK,
         reason,
         port=port,
-        peer=(str(control_peer), request.sender_port),
+        peer=peer,
         dscp=dscp,
         timeout=min(timeout, MAX_STOP_TIMEOUT),
     )

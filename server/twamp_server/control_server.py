@@ -40,7 +40,7 @@ from twamp_common.control_messages import (
 from twamp_common.errors import ProtocolError
 from twamp_common.timestamp import ns_to_ntp, ntp_interval_to_ns
 
-from .admission import Limits, Verdict, judge, normalise
+from .admission import Limits, judge, normalise
 from .config import Config
 from .reflector import Reflector, TestSession
 
@@ -293,10 +293,9 @@ class ControlConnection:
             running_total=server.session_count(),
             running_for_client=server.sessions_by_client()[self.peer_text],
             port_usable=self._port_usable,
+            sender_taken=lambda port, peer: server.reflector.taken((port, *peer)),
             timeout=ntp_interval_to_ns(request.timeout) / 1e9,
         )
-        if verdict.peer is not None and server.reflector.taken((verdict.port, *verdict.peer)):
-            verdict = Verdict(Accept.FAILURE, "another session already uses that sender port")
         if verdict.accept != Accept.OK or verdict.peer is None:
             self.log.warning("session refused", accept=int(verdict.accept), reason=verdict.reason)
             return AcceptSession(verdict.accept)
