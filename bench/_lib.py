@@ -141,10 +141,17 @@ def rss_kib(pid: int) -> int:
 
 
 def pin(pid: int, cpu: int) -> None:
-    """Keep ``pid`` on one CPU (when the machine has more than one)."""
-    if os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
+    """Keep every thread of ``pid`` on one CPU (when the machine has more than one).
+
+    sched_setaffinity applies to one thread: twamp-server's reflector thread exists by READY=1
+    and would otherwise roam onto the load generator's CPU.
+    """
+    if not (os.cpu_count() and os.cpu_count() > 1):  # type: ignore[operator]
+        return
+    tasks = Path(f"/proc/{pid or os.getpid()}/task")
+    for tid in [int(entry.name) for entry in tasks.iterdir()] if tasks.exists() else [pid]:
         with contextlib.suppress(OSError):
-            os.sched_setaffinity(pid, {cpu})
+            os.sched_setaffinity(tid, {cpu})
 
 
 def raise_fd_limit(wanted: int) -> None:

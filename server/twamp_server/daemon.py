@@ -41,12 +41,14 @@ class Daemon:
         self.log = log
         self.notifier = notifier or Notifier()
         self.loop = asyncio.get_running_loop()
-        self.reflector = Reflector(self.loop)
+        self.reflector = Reflector(self._reflector_failed)
         self.server = Server(config, self.reflector, log)
         self.listeners: list[asyncio.Server] = []
         self.stopping = asyncio.Event()
         self._reloads: set[asyncio.Task[None]] = set()
         self._last_status = (time.monotonic(), 0)
+        #: The exit status: 0 unless the reflector thread died of a bug.
+        self.exit_status = 0
 
     async def bind(self) -> None:
         """Open every socket the configuration asks for; OSError if one cannot be had."""
@@ -83,6 +85,7 @@ class Daemon:
         self.loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         self.loop.add_signal_handler(signal.SIGHUP, self._reload_soon, config_path)
         self._refresh_clock()
+        self.reflector.start()
         self.log.info(
             "twamp-server ready",
             control_port=self.config.control_port,
@@ -96,7 +99,18 @@ class Daemon:
         await self.stopping.wait()
         ticker.cancel()
         await self.shutdown()
-        return 0
+        return self.exit_status
+
+    def _reflector_failed(self, error: BaseException) -> None:
+        """Called on the reflector thread when a bug ended it: stop, so that systemd restarts us."""
+        self.loop.call_soon_threadsafe(self._fail, error)
+
+    def _fail(self, error: BaseException) -> None:
+        self.log.error(
+            "reflector failed; stopping", error=f"{type(error).__name__}: {error}", exc_info=error
+        )
+        self.exit_status = 1
+        self.stopping.set()
 
     def _reload_soon(self, config_path: Path) -> None:
         task = self.loop.create_task(self.reload(config_path))

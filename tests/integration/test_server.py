@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -449,3 +450,39 @@ def test_twamp_light_reflects_for_allowed_peers_only(tmp_path: Path) -> None:
             tiny.sendto(bytes(14), ("127.0.0.1", light))  # a reply would be larger: none
             with pytest.raises(TimeoutError):
                 tiny.recv(100)
+
+
+def test_sessions_come_and_go_while_packets_flow(server: ServerProcess) -> None:
+    """The control side opens and closes ports and sessions while the reflector thread is busy
+    with another session: nothing is lost, nothing crashes."""
+    port = config_port(server)
+    stop = threading.Event()
+    counts = {"sent": 0, "back": 0}
+
+    def flow(udp: socket.socket, destination: tuple[str, int]) -> None:
+        seq = 0
+        while not stop.is_set():
+            counts["back"] += ping(udp, destination, seq, timeout=1.0) is not None
+            counts["sent"] += 1
+            seq += 1
+
+    with ControlClient("127.0.0.1", port) as steady, steady.test_socket() as udp:
+        steady.set_up()
+        accepted = steady.request(udp.getsockname()[1])
+        steady.start()
+        flowing = threading.Thread(target=flow, args=(udp, ("127.0.0.1", accepted.port)))
+        flowing.start()
+        try:
+            for _ in range(20):
+                with ControlClient("127.0.0.1", port) as brief, brief.test_socket() as own:
+                    brief.set_up()
+                    wanted = free_port(socket.SOCK_DGRAM)
+                    answer = brief.request(own.getsockname()[1], receiver_port=wanted)
+                    assert answer.accept == Accept.OK and answer.port == wanted
+                    brief.start()
+                    assert ping(own, ("127.0.0.1", wanted), 0) is not None
+        finally:
+            stop.set()
+            flowing.join()
+    assert counts["sent"] > 20 and counts["back"] == counts["sent"]
+    assert server.process.poll() is None
