@@ -129,6 +129,7 @@ def run(options: Options) -> int:
             interval_ns=round(options.interval_ms * 1e6),
             poisson=options.schedule == "poisson",
             padding=padding,
+            zero_padding=options.zero_padding,
             mode=mode,
             protection=protection,
             error_estimate=clock.error_estimate().to_wire(),

@@ -68,6 +68,7 @@ class Options:
     key_file: Path | None
     light: bool
     padding: int | None
+    zero_padding: bool
     size: int | None
     dscp: int
     ttl: int
@@ -113,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
         "--padding",
         metavar="OCTETS",
         help="padding octets after the sender header (default: same size both ways)",
+    )
+    test.add_argument(
+        "--zero-padding",
+        action="store_true",
+        help="pad test packets with zeros (default: random octets drawn once per session)",
     )
     test.add_argument("--size", metavar="OCTETS", help="UDP payload size of each test packet")
     test.add_argument(
@@ -266,6 +272,7 @@ def parse(argv: list[str] | None = None) -> Options:
         key_file=args.key_file,
         light=light,
         padding=None if args.padding is None else _integer("--padding", args.padding, 0, 65000),
+        zero_padding=args.zero_padding,
         size=None if args.size is None else _integer("--size", args.size, 14, 65507),
         dscp=_dscp(args.dscp),
         ttl=_integer("--ttl", args.ttl, 1, 255),

@@ -16,6 +16,7 @@ event loop's timers (asyncio's are 0.5-2 ms late on these machines):
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import select
 import socket
@@ -45,6 +46,8 @@ class Plan:
     interval_ns: int
     poisson: bool
     padding: int
+    #: All-zero padding (RFC 4656 §4.1.2 MUST offer it) instead of pseudo-random octets.
+    zero_padding: bool
     #: The security mode: decides the packet layout and what is encrypted.
     mode: Mode
     #: Keys of the authenticated and encrypted modes, None otherwise.
@@ -105,7 +108,11 @@ class Sender:
         """Send everything, wait for late replies, and return the outcome."""
         plan = self.plan
         self.sock.setblocking(False)
-        template = SenderPacket(0, 0, plan.error_estimate, bytes(plan.padding))
+        # Pseudo-random padding (RFC 4656 §4.1.2), drawn from the OS once per session,
+        # independently of the key material, and reused by every packet: none of it per packet.
+        # --zero-padding asks for all zeros instead (the MUST-offer option of the same section).
+        padding = bytes(plan.padding) if plan.zero_padding else os.urandom(plan.padding)
+        template = SenderPacket(0, 0, plan.error_estimate, padding)
         buffer = bytearray(template.pack(plan.authenticated))
         stamp_at = 16 if plan.authenticated else 4
         # In the authenticated mode T1 (octets 16-23) lies outside the encrypted, HMAC-covered

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from support import SECRET, ServerProcess, config_port, free_port, running_server, server_config
+from twamp_common.test_packets import SENDER_HEADER_SIZE, SYMMETRIC_SENDER_PADDING, SenderPacket
 
 
 @pytest.fixture
@@ -149,6 +150,40 @@ def test_light_against_the_light_reflector(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "TWAMP Light mode" in result.stdout
     assert "3 sent, 3 received" in result.stdout
+
+
+def session_padding(*options: str) -> bytes:
+    """The padding the real client puts on the wire in a 3-packet TWAMP Light session, caught by
+    a bare UDP socket (nothing reflects: all lost); the same in every packet, of the usual length.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as catcher:
+        catcher.bind(("127.0.0.1", 0))
+        port = catcher.getsockname()[1]
+        result = client(
+            f"127.0.0.1:{port}", "--light", "-c", "3", "-i", "10", "--wait", "0.2", *options
+        )
+        assert result.returncode == 1, result.stderr
+        catcher.settimeout(2.0)
+        packets = [SenderPacket.unpack(catcher.recv(65535), False) for _ in range(3)]
+    assert [packet.seq for packet in packets] == [0, 1, 2]
+    paddings = {packet.padding for packet in packets}
+    assert len(paddings) == 1
+    (padding,) = paddings
+    assert len(padding) == SYMMETRIC_SENDER_PADDING[False] == 41 - SENDER_HEADER_SIZE[False]
+    return padding
+
+
+def test_padding_is_pseudo_random_and_drawn_once_per_session() -> None:
+    """RFC 4656 §4.1.2: the padding SHOULD be pseudo-random: not all zeros, the same in every
+    packet of the session (drawn once, not per packet)."""
+    padding = session_padding()
+    assert padding != bytes(len(padding))
+
+
+def test_zero_padding_makes_the_padding_all_zeros() -> None:
+    """RFC 4656 §4.1.2, RFC 5357 §4.2.1: implementations MUST offer all-zero padding."""
+    padding = session_padding("--zero-padding")
+    assert padding == bytes(len(padding))
 
 
 def test_reflector_port_is_asked_for(server: ServerProcess) -> None:
