@@ -58,6 +58,8 @@ def main() -> None:
     limits = {
         "max_sessions": args.sessions,
         "max_sessions_per_client": args.sessions,
+        # Every control connection comes from 127.0.0.1.
+        "max_connections_per_client": args.connections,
         "session_timeout": 10,
     }
 

@@ -44,6 +44,7 @@ KNOWN_KEYS = (
     "session_timeout",
     "control_timeout",
     "max_connections",
+    "max_connections_per_client",
     "listen",
     "modes",
     "keys_file",
@@ -65,6 +66,10 @@ MODE_NAMES = {
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Smallest status_interval: STATUS= updates more often than this only churn systemd.
 STATUS_INTERVAL_MIN = 0.1
+#: Default max_connections_per_client (capped at max_connections).  Routers and twping open one
+#: control connection per test, so a client address rarely holds more than a handful at once;
+#: 16 leaves room for parallel tests while one address can no longer take every slot.
+MAX_CONNECTIONS_PER_CLIENT = 16
 #: Longest KeyID: the KeyID field of Set-Up-Response is 80 octets (RFC 4656 §3.1).
 KEY_ID_MAX = 80
 
@@ -159,8 +164,9 @@ class Config:
     """A checked configuration.  Build it with :func:`load_config` or :func:`parse_config`.
 
     The field defaults are the file's defaults, but only the parser checks values and applies
-    the rules between them (``max_sessions_per_client`` following ``max_sessions``, modes that
-    need keys): construct ``Config`` directly only in tests.
+    the rules between them (``max_sessions_per_client`` following ``max_sessions``,
+    ``max_connections_per_client`` capped at ``max_connections``, modes that need keys):
+    construct ``Config`` directly only in tests.
     """
 
     path: Path | None = None
@@ -173,6 +179,7 @@ class Config:
     #: Seconds of silence after which a control connection is closed (RFC 5357 SERVWAIT).
     control_timeout: float = 900.0
     max_connections: int = 1000
+    max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT
     listen: tuple[IPAddress, ...] = _DEFAULT_LISTEN
     modes: Mode = SECURITY_MODES
     #: The keys file that was read, or None when none was.
@@ -592,6 +599,11 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     seconds = _number(0, 86400, above=True, unit="seconds")
     control_timeout = get("control_timeout", seconds, 900.0)
     max_connections = get("max_connections", _integer(1, 100000), 1000)
+    connections_per_client = get(
+        "max_connections_per_client",
+        _integer(1, 100000),
+        min(MAX_CONNECTIONS_PER_CLIENT, max_connections),
+    )
     listen = get("listen", _addresses, _DEFAULT_LISTEN)
     modes = get("modes", _modes, SECURITY_MODES)
     allow = get("allow", _network_list, _EVERYWHERE)
@@ -608,6 +620,12 @@ def parse_config(text: str, path: Path | None = None) -> Config:
             "max_sessions_per_client",
             "more than max_sessions",
             f"1 to {max_sessions} (max_sessions)",
+        )
+    if connections_per_client > max_connections:
+        raise settings.error(
+            "max_connections_per_client",
+            "more than max_connections",
+            f"1 to {max_connections} (max_connections)",
         )
     if test_port in light_ports:
         raise settings.error(
@@ -650,6 +668,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         session_timeout=session_timeout,
         control_timeout=control_timeout,
         max_connections=max_connections,
+        max_connections_per_client=connections_per_client,
         listen=listen,
         modes=modes,
         keys_file=keys_file,

@@ -85,6 +85,10 @@ class Server:
             counts[connection.peer_text] += len(connection.sessions)
         return counts
 
+    def connections_from(self, peer_text: str) -> int:
+        """Control connections open from one (normalised) client address, a new one included."""
+        return sum(1 for connection in self.connections if connection.peer_text == peer_text)
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """asyncio.start_server callback: serve one control connection to its end."""
         connection = ControlConnection(self, reader, writer)
@@ -144,6 +148,9 @@ class ControlConnection:
             return Mode(0), "server is shutting down"
         if len(self.server.connections) > config.max_connections:
             return Mode(0), f"max_connections ({config.max_connections}) reached"
+        if self.server.connections_from(self.peer_text) > config.max_connections_per_client:
+            limit = config.max_connections_per_client
+            return Mode(0), f"max_connections_per_client ({limit}) reached"
         if not config.client_allowed(self.peer):
             return Mode(0), "client address not in allow"
         return config.modes | FEATURES, None

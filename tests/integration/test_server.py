@@ -56,6 +56,14 @@ def wait_log(server: ServerProcess, event: str, timeout: float = 5.0, **fields: 
     raise AssertionError(f"no log line {event!r} {fields}; log:\n{server.log()}")
 
 
+def greeting_modes(sock: socket.socket) -> int:
+    """The Modes field of the Server-Greeting on a fresh control connection (0: go away)."""
+    greeting = b""
+    while len(greeting) < 64 and (data := sock.recv(64 - len(greeting))):
+        greeting += data
+    return int.from_bytes(greeting[12:16], "big")
+
+
 def measure(
     client: ControlClient, count: int = 5, *, padding: int = 27, type_p: int = 0
 ) -> list[tuple]:
@@ -318,10 +326,9 @@ def test_max_connections_turns_away_the_one_too_many(tmp_path: Path) -> None:
         first = socket.create_connection(("127.0.0.1", port), timeout=5)
         second = socket.create_connection(("127.0.0.1", port), timeout=5)
         for served in (first, second):
-            assert int.from_bytes(served.recv(64)[12:16], "big") != 0  # modes offered
+            assert greeting_modes(served) != 0  # modes offered
         with socket.create_connection(("127.0.0.1", port), timeout=5) as third:
-            greeting = third.recv(64)
-            assert int.from_bytes(greeting[12:16], "big") == 0  # RFC 4656: Modes 0, go away
+            assert greeting_modes(third) == 0  # RFC 4656: Modes 0, go away
             assert third.recv(100) == b""
         wait_log(server, "control connection ended", outcome="refused: max_connections (2) reached")
         first.close()
@@ -329,6 +336,55 @@ def test_max_connections_turns_away_the_one_too_many(tmp_path: Path) -> None:
         with ControlClient("127.0.0.1", port) as again:
             assert again.set_up().accept == Accept.OK
         second.close()
+
+
+def test_max_connections_per_client_turns_away_only_that_client(tmp_path: Path) -> None:
+    config = server_config(tmp_path, max_connections_per_client=2)
+    with running_server(tmp_path, config) as server:
+        port = config_port(server)
+        first = socket.create_connection(("127.0.0.1", port), timeout=5)
+        second = socket.create_connection(("127.0.0.1", port), timeout=5)
+        for served in (first, second):
+            assert greeting_modes(served) != 0
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as third:
+            assert greeting_modes(third) == 0
+            assert third.recv(100) == b""
+        wait_log(
+            server,
+            "control connection ended",
+            peer="127.0.0.1",
+            outcome="refused: max_connections_per_client (2) reached",
+        )
+        # Another client address still has its own two slots.
+        other = socket.create_connection(
+            ("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0)
+        )
+        assert greeting_modes(other) != 0
+        first.close()
+        wait_log(server, "control connection ended", peer="127.0.0.1", outcome="closed by client")
+        with ControlClient("127.0.0.1", port) as again:
+            assert again.set_up().accept == Accept.OK
+        second.close()
+        other.close()
+
+
+def test_sighup_applies_a_new_connections_per_client_limit(tmp_path: Path) -> None:
+    config = server_config(tmp_path, max_connections_per_client=1)
+    with running_server(tmp_path, config) as server:
+        port = config_port(server)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as first:
+            assert greeting_modes(first) != 0
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as refused:
+                assert greeting_modes(refused) == 0
+            server.config_path.write_text(
+                config.replace("max_connections_per_client = 1", "max_connections_per_client = 2")
+            )
+            server.notify.messages.clear()
+            server.signal(signal.SIGHUP)
+            server.notify.wait_for("RELOADING=1")
+            server.notify.wait_for("READY=1")
+            with ControlClient("127.0.0.1", port) as second:
+                assert second.set_up().accept == Accept.OK
 
 
 def test_one_sender_port_serves_one_session(server: ServerProcess) -> None:

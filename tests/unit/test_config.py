@@ -84,6 +84,7 @@ def test_defaults() -> None:
     assert config.session_timeout == 5.0
     assert config.control_timeout == 900.0
     assert config.max_connections == 1000
+    assert config.max_connections_per_client == 16
     assert config.listen == (IPv4Address("0.0.0.0"), IPv6Address("::"))
     assert config.modes == Mode.UNAUTHENTICATED  # no keys file: the secure modes are dropped
     assert config.keys_file is None
@@ -108,6 +109,8 @@ def test_every_key_set(tmp_path: Path) -> None:
     max_sessions_per_client = 5
     session_timeout = 0.5
     control_timeout = 60
+    max_connections = 40
+    max_connections_per_client = 4
     listen = 127.0.0.1, ::1 127.0.0.1
     modes = Encrypted mixed
     keys_file = twamp-server.keys
@@ -127,6 +130,8 @@ def test_every_key_set(tmp_path: Path) -> None:
     assert config.max_sessions_per_client == 5
     assert config.session_timeout_seconds == 30.0
     assert config.control_timeout == 60.0
+    assert config.max_connections == 40
+    assert config.max_connections_per_client == 4
     assert config.listen == (IPv4Address("127.0.0.1"), IPv6Address("::1"))
     assert config.modes == Mode.ENCRYPTED | Mode.MIXED
     assert config.keys_file == tmp_path / "twamp-server.keys"
@@ -151,6 +156,23 @@ def test_value_continued_on_an_indented_line() -> None:
 
 def test_per_client_limit_follows_max_sessions() -> None:
     assert parse_config("max_sessions = 7").max_sessions_per_client == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("max_connections = 7", 7),  # the default never exceeds max_connections
+        ("max_connections = 16", 16),
+        ("max_connections = 17", 16),
+        ("max_connections = 5\nmax_connections_per_client = 1", 1),
+        ("max_connections = 5\nmax_connections_per_client = 5", 5),
+        ("max_connections_per_client = 1000", 1000),
+    ],
+)
+def test_connections_per_client_limit_is_capped_by_max_connections(
+    text: str, expected: int
+) -> None:
+    assert parse_config(text).max_connections_per_client == expected
 
 
 def test_config_is_frozen() -> None:
@@ -179,6 +201,9 @@ BAD_VALUES = [
     ("control_timeout", "-3", "more than 0 and at most 86400 (seconds)"),
     ("control_timeout", "86401", "more than 0 and at most 86400 (seconds)"),
     ("max_connections", "0", "1 to 100000"),
+    ("max_connections_per_client", "0", "1 to 100000"),
+    ("max_connections_per_client", "100001", "1 to 100000"),
+    ("max_connections_per_client", "some", "1 to 100000"),
     ("listen", "localhost", "IP addresses (not names)"),
     ("listen", ",", "IP addresses (not names)"),
     ("listen", "10.0.0.0/8", "IP addresses (not names)"),
@@ -238,6 +263,25 @@ def test_per_client_limit_above_max_sessions() -> None:
     assert str(caught.value) == (
         's.conf:2: max_sessions_per_client = "11": more than max_sessions; '
         "allowed: 1 to 10 (max_sessions)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "allowed"),
+    [
+        ("max_connections = 10\nmax_connections_per_client = 11\n", 2, "1 to 10"),
+        ("max_connections_per_client = 1001\n", 1, "1 to 1000"),  # the default max_connections
+    ],
+)
+def test_connections_per_client_limit_above_max_connections(
+    text: str, line: int, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, Path("c.conf"))
+    value = text.splitlines()[line - 1].split("= ")[1]
+    assert str(caught.value) == (
+        f'c.conf:{line}: max_connections_per_client = "{value}": more than max_connections; '
+        f"allowed: {allowed} (max_connections)"
     )
 
 
