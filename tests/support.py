@@ -107,6 +107,25 @@ class NotifySocket:
         self.sock.close()
 
 
+#: What systemd does for a socket-activated service, as a prefix command: move the file
+#: descriptors named in argv (up to the first one that is not a number) to 3, 4, …, set
+#: LISTEN_FDS and LISTEN_PID (this process's pid, which exec keeps) and exec the rest.
+_SOCKET_ACTIVATE = """
+import fcntl, os, sys
+arguments = sys.argv[1:]
+count = next(index for index, arg in enumerate(arguments) if not arg.isdigit())
+fds, command = [int(arg) for arg in arguments[:count]], arguments[count:]
+high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
+for fd in fds:
+    os.close(fd)
+for index, fd in enumerate(high):
+    os.dup2(fd, 3 + index)
+    os.close(fd)
+os.environ.update(LISTEN_FDS=str(len(fds)), LISTEN_PID=str(os.getpid()))
+os.execv(command[0], command)
+"""
+
+
 class ServerProcess:
     """A real twamp-server process on loopback with a configuration written for the test."""
 
@@ -117,8 +136,10 @@ class ServerProcess:
         *,
         env: dict[str, str] | None = None,
         prefix: Sequence[str] = (),
+        handed: Sequence[socket.socket] = (),
     ) -> None:
-        """``prefix`` goes before the command, e.g. ``ip netns exec NAME``."""
+        """``prefix`` goes before the command, e.g. ``ip netns exec NAME``; ``handed`` sockets are
+        passed the way systemd's socket activation does (file descriptors 3…, LISTEN_FDS)."""
         self.workdir = workdir
         self.config_path = workdir / "twamp-server.conf"
         self.config_path.write_text(config)
@@ -128,6 +149,14 @@ class ServerProcess:
         environ.pop("JOURNAL_STREAM", None)
         self._stderr = self.stderr_path.open("wb")
         self.started_ns = time.monotonic_ns()
+        if handed:
+            prefix = [
+                *prefix,
+                sys.executable,
+                "-c",
+                _SOCKET_ACTIVATE,
+                *(str(s.fileno()) for s in handed),
+            ]
         self.process = subprocess.Popen(
             [
                 *prefix,
@@ -142,6 +171,7 @@ class ServerProcess:
             env=environ,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
+            pass_fds=[sock.fileno() for sock in handed],
         )
 
     def wait_ready(self, timeout: float = 15.0) -> float:

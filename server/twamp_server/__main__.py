@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import sys
 from pathlib import Path
 
 from . import __doc__ as package_doc
+from .activation import HandedSockets
 from .config import DEFAULT_PATH, Config, ConfigError, load_config
 from .daemon import Daemon
 from .logs import configure_logging, get_logger
@@ -69,12 +71,31 @@ async def _serve(config: Config, config_path: Path) -> int:
     for warning in config.warnings:
         log.warning(warning)
     try:
-        await daemon.bind()
+        handed = HandedSockets.from_environment()
+    except (ValueError, OSError) as error:
+        log.error("cannot use the sockets systemd passed", error=str(error))
+        daemon.reflector.close()
+        return 1
+    try:
+        await daemon.bind(handed)
     except OSError as error:
-        log.error("cannot bind", error=str(error))
+        hint = _bind_hint(error)
+        log.error("cannot bind", error=str(error), **({"hint": hint} if hint else {}))
         daemon.reflector.close()
         return 1
     return await daemon.run(config_path)
+
+
+def _bind_hint(error: OSError) -> str | None:
+    """What an operator can do about a socket that could not be bound."""
+    if error.errno == errno.EACCES:
+        return (
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE; under systemd, list the port in"
+            " twamp-server.socket (systemctl edit twamp-server.socket) so that systemd binds it"
+        )
+    if error.errno == errno.EADDRINUSE:
+        return "another process uses this port (ss -lntup shows which)"
+    return None
 
 
 if __name__ == "__main__":

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from twamp_common.clock import read_clock_state
 
+from .activation import HandedSockets
 from .config import Config, ConfigError, load_config
 from .control_server import Server
 from .notify import Notifier
@@ -50,28 +52,52 @@ class Daemon:
         #: The exit status: 0 unless the reflector thread died of a bug.
         self.exit_status = 0
 
-    async def bind(self) -> None:
-        """Open every socket the configuration asks for; OSError if one cannot be had."""
+    async def bind(self, handed: HandedSockets | None = None) -> None:
+        """Open every socket the configuration asks for; OSError if one cannot be had.
+
+        ``handed`` are the sockets systemd passed (socket activation): each one that serves a
+        configured address and port is used instead of binding that one here.
+        """
         config = self.config
+        handed = handed or HandedSockets([])
         self._apply_light_policy()
         for address in config.listen:
             host = str(address)
             try:
-                self.reflector.bind(host, config.test_port, permanent=True)
+                self._bind_udp(handed, host, config.test_port, light=False)
             except OSError as error:
                 if _family_unavailable(error, address.is_unspecified):
                     self.log.warning("address family unavailable, not listening", address=host)
                     continue
                 raise
             for port in config.light_ports:
-                self.reflector.bind(host, port, light=True)
-            self.listeners.append(
-                await asyncio.start_server(
-                    self.server.handle, host, config.control_port, reuse_address=True
+                self._bind_udp(handed, host, port, light=True)
+            control = handed.take(socket.SOCK_STREAM, host, config.control_port)
+            if control is not None:
+                self.listeners.append(
+                    await asyncio.start_server(self.server.handle, sock=control.sock)
                 )
+            elif not handed.covered(socket.SOCK_STREAM, host, config.control_port):
+                self.listeners.append(
+                    await asyncio.start_server(
+                        self.server.handle, host, config.control_port, reuse_address=True
+                    )
+                )
+        for unused in handed.close_unused():
+            self.log.warning(
+                "systemd passed a socket the configuration does not use; closed",
+                socket=unused,
+                hint="make twamp-server.socket and the configuration name the same ports",
             )
         if not self.listeners:
             raise OSError(errno.EADDRNOTAVAIL, "no listen address could be bound")
+
+    def _bind_udp(self, handed: HandedSockets, host: str, port: int, *, light: bool) -> None:
+        passed = handed.take(socket.SOCK_DGRAM, host, port)
+        if passed is not None:
+            self.reflector.adopt(passed.sock, light=light)
+        elif not handed.covered(socket.SOCK_DGRAM, host, port):
+            self.reflector.bind(host, port, permanent=True, light=light)
 
     def _apply_light_policy(self) -> None:
         self.reflector.light_allowed = self.config.light_allowed

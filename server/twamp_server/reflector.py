@@ -112,8 +112,9 @@ class Reflector:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="reflector", daemon=True)
         self._sockets: dict[tuple[str, int], socket.socket] = {}
-        #: The same sockets by file descriptor, with their port: what epoll reports.
-        self._by_fd: dict[int, tuple[socket.socket, int]] = {}
+        #: The same sockets by file descriptor, with their port and whether they are dual-stack:
+        #: what epoll reports.
+        self._by_fd: dict[int, tuple[socket.socket, int, bool]] = {}
         #: Ports bound for the daemon's lifetime (test_port, light ports); others are closed
         #: when their last session ends.
         self._permanent_ports: set[int] = set()
@@ -151,20 +152,36 @@ class Reflector:
         try:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            for level, option, value in udp_options.receive_options(family):
-                sock.setsockopt(level, option, value)
-            for level, option, value in udp_options.send_options(family):
-                sock.setsockopt(level, option, value)
-            grow_buffers(sock)
             sock.bind((address, port))
-            sock.setblocking(False)
+            self.adopt(sock, permanent=permanent, light=light)
         except OSError:
             sock.close()
             raise
-        bound_port = sock.getsockname()[1]
+
+    def adopt(self, sock: socket.socket, *, permanent: bool = True, light: bool = False) -> None:
+        """Reflect on ``sock``, a bound UDP socket (ours, or handed over by systemd).
+
+        An IPv6 socket that is not IPv6-only (systemd's ``ListenDatagram=863``) also receives
+        IPv4, from IPv4-mapped addresses: it gets the IPv4 options too, and the hot path strips
+        the mapping so that sessions are known by their plain IPv4 address.
+        """
+        family = sock.family
+        dual_stack = (
+            family == socket.AF_INET6
+            and sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
+        )
+        families = (socket.AF_INET6, socket.AF_INET) if dual_stack else (family,)
+        for each in families:
+            for level, option, value in udp_options.receive_options(each):
+                sock.setsockopt(level, option, value)
+            for level, option, value in udp_options.send_options(each):
+                sock.setsockopt(level, option, value)
+        grow_buffers(sock)
+        sock.setblocking(False)
+        address, bound_port = sock.getsockname()[:2]
         with self._lock:
             self._sockets[(address, bound_port)] = sock
-            self._by_fd[sock.fileno()] = (sock, bound_port)
+            self._by_fd[sock.fileno()] = (sock, bound_port, dual_stack)
             if permanent or light:
                 self._permanent_ports.add(bound_port)
             if light:
@@ -244,7 +261,7 @@ class Reflector:
         with self._lock:
             return list(self._sessions.values())
 
-    def _latch(self, port: int, address: Address, data: bytes) -> TestSession | None:
+    def _latch(self, port: int, sender: Address, data: bytes) -> TestSession | None:
         """The session a packet from an unannounced sender port belongs to, if one can be told.
 
         Behind a NAT the sender's source port is not the one in Request-TW-Session.  A started
@@ -252,25 +269,25 @@ class Reflector:
         oldest first; in the authenticated modes only a packet whose HMAC verifies may do that.
         The address itself is never re-learnt, so replies still go only to the control peer.
         """
-        for session in self._unlatched.get((port, address[0]), ()):
+        for session in self._unlatched.get((port, sender[0]), ()):
             if session.started and (
                 session.protection is None or _authentic(session.protection, data)
             ):
                 del self._sessions[session.key]
                 self._settle(session)
-                session.peer = (address[0], address[1])
+                session.peer = sender
                 self._sessions[session.key] = session
                 return session
         return None
 
-    def _light_session(self, port: int, address: Address, now: float) -> TestSession | None:
-        if port not in self._light_ports or not self.light_allowed(address[0]):
+    def _light_session(self, port: int, sender: Address, now: float) -> TestSession | None:
+        if port not in self._light_ports or not self.light_allowed(sender[0]):
             return None
         if self.light_sessions >= self.light_capacity:
             return None
         session = TestSession(
             sid=b"",
-            peer=(address[0], address[1]),
+            peer=sender,
             local_port=port,
             started=True,
             last_seen=now,
@@ -299,7 +316,7 @@ class Reflector:
         except BaseException as error:  # a bug: let the daemon fail loudly, not reflect nothing
             self._on_failure(error)
 
-    def _receive(self, sock: socket.socket, port: int) -> None:
+    def _receive(self, sock: socket.socket, port: int, dual_stack: bool) -> None:
         """Reflect one datagram from ``sock``; the caller holds ``_lock``.
 
         One per readiness report, not "until EAGAIN": epoll is level-triggered, so a fuller
@@ -314,11 +331,15 @@ class Reflector:
         except OSError:
             self.unmatched += 1
             return
-        session = self._sessions.get((port, address[0], address[1]))
+        host = address[0]
+        if dual_stack and host.startswith("::ffff:"):
+            host = host[7:]
+        session = self._sessions.get((port, host, address[1]))
         if session is not None and session.latchable:
             self._settle(session)
         elif session is None:
-            session = self._latch(port, address, data) or self._light_session(port, address, now)
+            sender = (host, address[1])
+            session = self._latch(port, sender, data) or self._light_session(port, sender, now)
             if session is None:
                 self.unmatched += 1
                 return

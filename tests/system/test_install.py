@@ -203,11 +203,21 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
 
 
 def test_package_installs_a_running_service_as_user_twamp(container: Container) -> None:
-    assert container.sh("systemctl is-active twamp-server", check=False).stdout.strip() == "active"
+    for unit in ("twamp-server.socket", "twamp-server.service"):
+        assert container.sh(f"systemctl is-active {unit}", check=False).stdout.strip() == "active"
+        assert container.sh(f"systemctl is-enabled {unit}").stdout.strip() == "enabled"
     assert container.show("twamp-server", "User") == "twamp"
     main_pid = container.show("twamp-server", "MainPID")
     assert container.sh(f"stat -c %U /proc/{main_pid}").stdout.strip() == "twamp"
-    assert container.sh("systemctl is-enabled twamp-server").stdout.strip() == "enabled"
+    # No capability, in a user namespace of its own, on the sockets systemd bound.
+    status = container.sh(f"cat /proc/{main_pid}/status").stdout
+    assert re.search(r"(?m)^CapEff:\s+0+$", status), status
+    uid_map = container.sh(f"cat /proc/{main_pid}/uid_map").stdout.split()
+    assert uid_map[:3] != ["0", "0", "4294967295"], uid_map
+    assert (
+        "systemd passed a socket"
+        not in container.sh("journalctl -u twamp-server -o cat --no-pager").stdout
+    )
     keys = container.sh("stat -c '%a %U %G' /etc/twamp/twamp-server.keys").stdout.split()
     assert keys == ["640", "root", "twamp"]
     conffiles = container.sh("dpkg-query -W -f '${Conffiles}' twamp-server").stdout
@@ -313,6 +323,15 @@ def test_stop_is_clean_and_quick(container: Container) -> None:
     assert time.monotonic() - started < 6
     assert container.show("twamp-server", "Result") == "success"
     assert container.show("twamp-server", "ActiveState") == "inactive"
+
+
+def test_a_client_starts_the_stopped_server_through_its_socket(container: Container) -> None:
+    container.sh("systemctl stop twamp-server")
+    result = container.sh("twamp-client 127.0.0.1:862 -c 2 -i 100")
+    assert "2 sent, 2 received" in result.stdout, result.stdout
+    assert container.show("twamp-server", "ActiveState") == "active"
+    container.sh("systemctl stop twamp-server.socket twamp-server.service")
+    assert container.show("twamp-server.socket", "ActiveState") == "inactive"
 
 
 def test_purge_removes_the_keys_file(container: Container) -> None:
