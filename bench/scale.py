@@ -58,8 +58,8 @@ def main() -> None:
     limits = {
         "max_sessions": args.sessions,
         "max_sessions_per_client": args.sessions,
-        # Every control connection comes from 127.0.0.1.
-        "max_connections_per_client": args.connections,
+        # Every control connection comes from 127.0.0.1, the probe for request #1001 as well.
+        "max_connections_per_client": args.connections + 1,
         "session_timeout": 10,
     }
 
