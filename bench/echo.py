@@ -1,13 +1,16 @@
-"""Baseline reflectors (usage: echo.py PORT [--asyncio]).
+"""Baseline reflectors (usage: echo.py PORT [--epoll-thread]).
 
 Default: a bare Python recvfrom/sendto UDP echo, blocking, the reference the goals use.
---asyncio: the same echo driven the way twamp-server's reflector is (asyncio add_reader,
-non-blocking recvmsg with SO_TIMESTAMPNS and a TTL, drain until EAGAIN), with no TWAMP work: the
-difference to the bare echo is the cost of the event-loop structure, the rest is the product's.
+--epoll-thread: the same echo driven the way twamp-server's reflector is (a thread of its own
+sleeping in epoll_wait, one non-blocking recvmsg with SO_TIMESTAMPNS and a TTL per readiness
+report), with no TWAMP work: the difference to the bare echo is the cost of that structure, the
+rest is the product's.
 """
 
+import select
 import socket
 import sys
+import threading
 
 SO_TIMESTAMPNS = 35
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -18,29 +21,27 @@ for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):
         sock.setsockopt(socket.SOL_SOCKET, plain, 4 * 1024 * 1024)
 sock.bind(("127.0.0.1", int(sys.argv[1])))
 
-if "--asyncio" in sys.argv:
-    import asyncio
-
+if "--epoll-thread" in sys.argv:
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.setsockopt(socket.IPPROTO_IP, 12, 1)  # IP_RECVTTL
     sock.setblocking(False)
     space = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)
 
-    def drain() -> None:
+    def reflect() -> None:
+        epoll = select.epoll()
+        epoll.register(sock, select.EPOLLIN)
         recvmsg, sendto = sock.recvmsg, sock.sendto
-        for _ in range(256):
-            try:
-                data, _ancdata, _flags, address = recvmsg(65535, space)
-            except BlockingIOError:
-                return
-            sendto(data, address)
+        while True:
+            for _fd, _mask in epoll.poll():
+                try:
+                    data, _ancdata, _flags, address = recvmsg(65535, space)
+                except BlockingIOError:
+                    continue
+                sendto(data, address)
 
-    async def main() -> None:
-        asyncio.get_running_loop().add_reader(sock, drain)
-        print("ready", flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
+    threading.Thread(target=reflect, daemon=True).start()
+    print("ready", flush=True)
+    threading.Event().wait()
 else:
     print("ready", flush=True)
     recvfrom, sendto = sock.recvfrom, sock.sendto

@@ -95,15 +95,15 @@ def main() -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
-    aecho_port = free_port(kind=2)
-    aecho = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "echo.py"), str(aecho_port), "--asyncio"],
+    techo_port = free_port(kind=2)
+    techo = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "echo.py"), str(techo_port), "--epoll-thread"],
         stdout=subprocess.PIPE,
         text=True,
     )
     rows: list[Row] = []
     try:
-        for proc in (echo, aecho):
+        for proc in (echo, techo):
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
             pin(proc.pid, 0)
         with server(max_sessions=100, session_timeout=10) as srv:
@@ -111,9 +111,11 @@ def main() -> None:
             control, ports = open_sessions(srv, socks)
             twamp = Target("twamp-server", srv.pid, [("127.0.0.1", port) for port in ports])
             bare = Target("echo", echo.pid, [("127.0.0.1", echo_port)] * len(socks))
-            loop_echo = Target("asyncio echo", aecho.pid, [("127.0.0.1", aecho_port)] * len(socks))
+            loop_echo = Target(
+                "epoll-thread echo", techo.pid, [("127.0.0.1", techo_port)] * len(socks)
+            )
 
-            title("20k pps, 3 s, alternating echo / asyncio echo / twamp-server, 3 rounds")
+            title("20k pps, 3 s, alternating echo / epoll-thread echo / twamp-server, 3 rounds")
             ours, base, loss, loop_base = [], [], [], []
             for _ in range(3):
                 base.append(measure(bare, socks, 20_000, 3.0, args.senders).cpu_us_per_packet)
@@ -153,13 +155,13 @@ def main() -> None:
             rows.append(
                 Row(
                     BENCH,
-                    "CPU per packet at 20k pps vs asyncio echo",
+                    "CPU per packet at 20k pps vs epoll-thread echo",
                     cpu_ours,
                     "µs",
                     median(loop_base),
-                    "asyncio echo",
+                    "epoll-thread echo",
                     "(diagnostic)",
-                    note="asyncio echo = the reflector's loop structure without TWAMP work",
+                    note="epoll-thread echo = the reflector's structure without TWAMP work",
                 )
             )
 
@@ -187,12 +189,12 @@ def main() -> None:
                     None,
                     "",
                     goal="(workers goal)",
-                    note="not measured: no workers setting",
+                    note="not measured: twamp-server has no workers setting (bench/README.md)",
                 )
             )
             control.close()
     finally:
-        for proc in (echo, aecho):
+        for proc in (echo, techo):
             proc.kill()
             proc.wait()
     emit(rows)
