@@ -10,6 +10,7 @@ drive the server with the protocol library alone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import signal
@@ -255,20 +256,26 @@ class ControlClient:
         padding: int = 27,
         timeout: float = 1.0,
         type_p: int = 0,
+        **fields: object,
     ) -> AcceptSession:
+        """Request-TW-Session from this connection's addresses; ``fields`` override any other
+        field of the request as sent (e.g. ``conf_sender=1``, zero addresses)."""
         local = ipaddress.ip_address(self.tcp.getsockname()[0])
         remote = ipaddress.ip_address(self.tcp.getpeername()[0])
         self.tcp.sendall(
             self.control.send(
-                RequestTWSession(
-                    sender_address=local,
-                    receiver_address=remote,
-                    sender_port=sender_port,
-                    receiver_port=receiver_port,
-                    padding_length=padding,
-                    start_time=ns_to_ntp(time.time_ns()),
-                    timeout=ns_to_ntp_interval(int(timeout * 1e9)),
-                    type_p=type_p,
+                dataclasses.replace(
+                    RequestTWSession(
+                        sender_address=local,
+                        receiver_address=remote,
+                        sender_port=sender_port,
+                        receiver_port=receiver_port,
+                        padding_length=padding,
+                        start_time=ns_to_ntp(time.time_ns()),
+                        timeout=ns_to_ntp_interval(int(timeout * 1e9)),
+                        type_p=type_p,
+                    ),
+                    **fields,
                 )
             )
         )

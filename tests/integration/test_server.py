@@ -8,6 +8,7 @@ systemd notifications, reload and stop, TWAMP Light, and the reflector's refusal
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import signal
 import socket
@@ -196,6 +197,7 @@ def test_max_sessions_gives_accept_5_and_frees_on_stop(tmp_path: Path) -> None:
                 second.set_up()
                 refused = second.request(40003)
                 assert refused.accept == Accept.TEMPORARY_RESOURCE_LIMIT
+                assert refused.port == 0  # a refusal suggests no alternate port
                 wait_log(server, "session refused", accept=5)
                 first.start()
                 first.stop()  # Timeout 1 s: the slots free once it passes
@@ -203,6 +205,74 @@ def test_max_sessions_gives_accept_5_and_frees_on_stop(tmp_path: Path) -> None:
                 while second.request(40004).accept != Accept.OK:
                     assert time.monotonic() < deadline, "slots never freed after Stop-Sessions"
                     time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    ("modes", "offered"),
+    [("unauthenticated", 0b1_0001), ("unauthenticated, authenticated, encrypted, mixed", 0b1_1111)],
+)
+def test_greeting_offers_only_what_is_implemented(tmp_path: Path, modes: str, offered: int) -> None:
+    """The configured security bits plus bit 4 (Individual Session Control); nothing else."""
+    with (
+        running_server(tmp_path, server_config(tmp_path, modes=modes)) as server,
+        socket.create_connection(("127.0.0.1", config_port(server)), timeout=5) as sock,
+    ):
+        assert greeting_modes(sock) == offered
+
+
+def test_every_greeting_has_a_fresh_salt_and_challenge(server: ServerProcess) -> None:
+    greetings = []
+    for _ in range(2):
+        with ControlClient("127.0.0.1", config_port(server)) as client:
+            client.set_up()
+            greetings.append(client.greeting)
+    first, second = greetings
+    assert first is not None and second is not None
+    assert first.salt != second.salt
+    assert first.challenge != second.challenge
+
+
+@pytest.mark.parametrize("field", ["conf_sender", "conf_receiver"])
+def test_conf_sender_or_receiver_set_is_answered_with_accept_3(
+    server: ServerProcess, field: str
+) -> None:
+    with ControlClient("127.0.0.1", config_port(server)) as client:
+        client.set_up()
+        refused = client.request(40001, **{field: 1})
+        assert refused.accept == Accept.NOT_SUPPORTED
+        assert refused.port == 0
+        assert client.request(40001).accept == Accept.OK  # the connection goes on
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_zero_addresses_mean_the_control_connections(server: ServerProcess, host: str) -> None:
+    unspecified = ipaddress.ip_address("::" if ":" in host else "0.0.0.0")
+    with ControlClient(host, config_port(server)) as client:
+        client.set_up()
+        with client.test_socket() as udp:
+            accepted = client.request(
+                udp.getsockname()[1], sender_address=unspecified, receiver_address=unspecified
+            )
+            assert accepted.accept == Accept.OK
+            client.start()
+            assert ping(udp, (host, accepted.port), 0) is not None
+    wait_log(server, "session accepted", reason="accepted")  # not taken for a NAT's address
+
+
+def test_reflector_answers_until_the_stop_timeout_and_never_after(server: ServerProcess) -> None:
+    with ControlClient("127.0.0.1", config_port(server)) as client:
+        client.set_up()
+        with client.test_socket() as udp:
+            accepted = client.request(udp.getsockname()[1], timeout=1.0)
+            client.start()
+            reflector = ("127.0.0.1", accepted.port)
+            assert ping(udp, reflector, 0) is not None
+            client.stop()
+            stopped = time.monotonic()
+            time.sleep(0.2)  # let the server read Stop-Sessions: still well within the Timeout
+            assert ping(udp, reflector, 1) is not None
+            time.sleep(max(0.0, stopped + 2.5 - time.monotonic()))  # Timeout 1 s, and a margin
+            assert ping(udp, reflector, 2, timeout=0.5) is None
 
 
 def test_session_timeout_frees_silent_sessions(tmp_path: Path) -> None:

@@ -136,6 +136,23 @@ def test_test_packet_keys_agree_on_both_sides(mode: Mode) -> None:
     assert server_side.open_sender(client_side.seal_sender(packet))[:32] == packet[:32]
 
 
+def test_client_iv_and_session_keys_are_fresh_for_every_set_up() -> None:
+    """Two clients answering the very same greeting with the same secret still differ."""
+    greeting = ServerControl(ALL_MODES).greet()
+    answers = []
+    for _ in range(2):
+        client = ClientControl()
+        client.receive_data(greeting)
+        assert isinstance(client.next_event(), ServerGreeting)
+        setup = SetUpResponse.unpack(client.set_up(Mode.AUTHENTICATED, b"alice", SECRET))
+        answers.append((setup.client_iv, client.session_keys))
+    (first_iv, first_keys), (second_iv, second_keys) = answers
+    assert first_iv != second_iv and bytes(16) not in (first_iv, second_iv)
+    assert first_keys is not None and second_keys is not None
+    assert first_keys.aes_key != second_keys.aes_key
+    assert first_keys.hmac_key != second_keys.hmac_key
+
+
 def test_secure_control_stream_is_encrypted_on_the_wire() -> None:
     pair = Pair()
     pair.set_up(Mode.ENCRYPTED)
