@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from twamp_common.codes import Accept, Mode
-from twamp_common.control import NEED_DATA, ClientControl
+from twamp_common.control import NEED_DATA, ClientCommand, ClientControl
 from twamp_common.control_messages import (
     AcceptSession,
     RequestTWSession,
@@ -291,6 +291,11 @@ class ControlClient:
 
     def stop(self) -> None:
         self.tcp.sendall(self.control.send(StopSessions(Accept.OK, len(self.control.running))))
+
+    def command(self, message: ClientCommand) -> object:
+        """Send any command and return the server's answer (Individual Session Control)."""
+        self.tcp.sendall(self.control.send(message))
+        return self._event()
 
     def test_socket(self) -> socket.socket:
         return sender_socket(self.host)

@@ -32,6 +32,7 @@ from support import (
     server_config,
 )
 from twamp_common.codes import Accept, Mode
+from twamp_common.control_messages import StartNAck, StartNSessions, StopNAck, StopNSessions
 
 SECRET = support.SECRET.encode()
 HOSTS = ["127.0.0.1", "::1"]
@@ -273,6 +274,31 @@ def test_reflector_answers_until_the_stop_timeout_and_never_after(server: Server
             assert ping(udp, reflector, 1) is not None
             time.sleep(max(0.0, stopped + 2.5 - time.monotonic()))  # Timeout 1 s, and a margin
             assert ping(udp, reflector, 2, timeout=0.5) is None
+
+
+def test_stop_n_sessions_ends_only_the_named_session_after_its_timeout(
+    server: ServerProcess,
+) -> None:
+    """RFC 5938: with Individual Session Control, Stop-N-Sessions stops the listed session (and
+    it alone) once its Timeout has passed."""
+    with ControlClient("127.0.0.1", config_port(server)) as client:
+        client.set_up(Mode.UNAUTHENTICATED | Mode.INDIVIDUAL_SESSION_CONTROL)
+        with client.test_socket() as first_udp, client.test_socket() as second_udp:
+            first = client.request(first_udp.getsockname()[1], timeout=1.0)
+            second = client.request(second_udp.getsockname()[1], timeout=1.0)
+            started = client.command(StartNSessions((first.sid, second.sid)))
+            assert started == StartNAck((first.sid, second.sid))
+            assert ping(first_udp, ("127.0.0.1", first.port), 0) is not None
+            # The second session hears its sender first: a session that has heard nothing would
+            # take the stopped one's packets as its own sender behind a NAT.
+            assert ping(second_udp, ("127.0.0.1", second.port), 0) is not None
+            stopped_answer = client.command(StopNSessions((first.sid,)))
+            stopped = time.monotonic()
+            assert stopped_answer == StopNAck((first.sid,))
+            assert ping(first_udp, ("127.0.0.1", first.port), 1) is not None  # within Timeout
+            time.sleep(max(0.0, stopped + 2.5 - time.monotonic()))  # Timeout 1 s, and a margin
+            assert ping(first_udp, ("127.0.0.1", first.port), 2, timeout=0.5) is None
+            assert ping(second_udp, ("127.0.0.1", second.port), 1) is not None
 
 
 def test_session_timeout_frees_silent_sessions(tmp_path: Path) -> None:
