@@ -26,7 +26,7 @@ from twamp_common.udp_options import (
 from . import report
 from .control_session import ClientError, ControlSession
 from .options import Options, UsageError, parse, read_secret
-from .sender import Outcome, Plan, Sender
+from .sender import Outcome, Plan, Sender, enable_tx_timestamps
 
 #: Extra seconds the reflector keeps reflecting after Stop-Sessions, beyond --wait.
 STOP_MARGIN = 1.0
@@ -58,7 +58,8 @@ def padding_for(options: Options, mode: Mode) -> int:
 
 
 def test_socket(options: Options, family: int) -> socket.socket:
-    """The Session-Sender's UDP socket: kernel timestamps, TTL, DSCP, DF, source."""
+    """The Session-Sender's UDP socket: kernel timestamps (receive and, if the kernel can,
+    transmit), TTL, DSCP, DF, source."""
     settings = [*receive_options(family), *send_options(family, options.ttl)]
     settings += traffic_class_options(family, options.dscp)
     if options.dont_fragment:
@@ -66,6 +67,7 @@ def test_socket(options: Options, family: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     for level, option, value in settings:
         sock.setsockopt(level, option, value)
+    enable_tx_timestamps(sock)  # before anything is sent: its counter is then the seq
     wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"  # noqa: S104
     host, port = options.source or (wildcard, 0)
     try:

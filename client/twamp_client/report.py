@@ -188,7 +188,11 @@ RAW_COLUMNS = ["seq", "t1_ns", "t2_ns", "t3_ns", "t4_ns", "reflector_seq", "send
 
 
 def write_raw(send_times: list[int], replies: list[Reply], out: IO[str] = sys.stdout) -> None:
-    """One CSV row per packet sent (and per duplicate), lost ones with empty reply fields."""
+    """One CSV row per packet sent (and per duplicate), lost ones with empty reply fields.
+
+    A reply's row shows the T1 its round trip was computed with (the kernel's send time, if it
+    was known by then); a lost packet's row the best T1 known at the end.
+    """
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(RAW_COLUMNS)
     by_seq: dict[int, list[Reply]] = {}
@@ -203,7 +207,7 @@ def write_raw(send_times: list[int], replies: list[Reply], out: IO[str] = sys.st
             writer.writerow(
                 [
                     seq,
-                    t1,
+                    reply.t1,
                     reply.t2,
                     reply.t3,
                     reply.t4,

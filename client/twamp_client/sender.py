@@ -7,9 +7,14 @@ event loop's timers (asyncio's are 0.5-2 ms late on these machines):
   accumulates into drift over a long run.
 * Until shortly before a deadline the loop waits in ``select`` on the test socket (reading
   replies as they come); for the last SPIN_NS it spins on the monotonic clock.
-* T1 is read from the wall clock immediately before ``sendto`` and written into a packet that was
-  prepared in advance; only the encrypted mode must seal after stamping, because there the
-  timestamp is inside the encrypted block.
+* The T1 in the packet is read from the wall clock immediately before ``sendto`` and written into
+  a packet that was prepared in advance; only the encrypted mode must seal after stamping,
+  because there the timestamp is inside the encrypted block.
+* The T1 of our own arithmetic (round trip, outbound delay, --raw) is the kernel's: with
+  SO_TIMESTAMPING the kernel reports, on the socket's error queue, when each packet left the
+  stack, which the user-space read precedes by the send path (~8 µs on loopback, more on real
+  interfaces).  The report is read whenever the socket is drained, before the replies; without
+  one (an old kernel, or a reply that overtook its report) the user-space time stands.
 * T4 is the kernel's receive time (SO_TIMESTAMPNS), not the moment this process woke up.
 """
 
@@ -30,11 +35,35 @@ from twamp_common.errors import ProtocolError
 from twamp_common.stats import Reply
 from twamp_common.test_packets import ReflectorPacket, SenderPacket
 from twamp_common.timestamp import ErrorEstimate, ns_to_ntp, ntp_to_ns
-from twamp_common.udp_options import ANCILLARY_SPACE, parse_ancillary
+from twamp_common.udp_options import (
+    ANCILLARY_SPACE,
+    SO_TIMESTAMPING,
+    SOF_TIMESTAMPING_TX_SOFTWARE,
+    TX_ANCILLARY_SPACE,
+    parse_ancillary,
+    parse_tx_timestamp,
+    tx_timestamp_options,
+)
 
 #: Spin, rather than sleep, for this long before each deadline (wake-ups are ~100 µs late here).
 SPIN_NS = 500_000
 _NTP = struct.Struct("!Q")
+
+
+def enable_tx_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel to report when each packet leaves ``sock``; False if it will not.
+
+    Set on a fresh socket, before anything is sent, so that the reports' counter (OPT_ID)
+    equals the sequence number.  A refusal (an old kernel) is no error: T1 then stays the
+    user-space time, as exact as before.
+    """
+    for level, option, value in tx_timestamp_options():
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,8 +107,11 @@ class Outcome:
     late: int = 0
     #: Why the run ended early, or None.
     aborted: str | None = None
-    #: T1 of each packet sent, by sequence number.
+    #: T1 of each packet sent, by sequence number: the kernel's send time once it reported it,
+    #: the user-space time read before ``sendto`` until then (or if it never does).
     send_times: list[int] = dataclasses.field(default_factory=list)
+    #: How many of ``send_times`` are the kernel's.
+    kernel_send_times: int = 0
 
 
 class Sender:
@@ -103,6 +135,14 @@ class Sender:
         self._answered: set[int] = set()
         self._next_lost = 0  # lowest sequence number not yet given up or answered
         self._random = random.Random()  # noqa: S311 - schedule jitter, not cryptography
+        # Which send times are the kernel's; None when the socket does not report them.
+        try:
+            tx_flags = sock.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING)
+        except OSError:
+            tx_flags = 0
+        self._kernel_sent = (
+            bytearray(plan.count) if tx_flags & SOF_TIMESTAMPING_TX_SOFTWARE else None
+        )
 
     def run(self) -> Outcome:
         """Send everything, wait for late replies, and return the outcome."""
@@ -199,8 +239,31 @@ class Sender:
                 self.on_lost(seq)
             self._next_lost += 1
 
+    def _read_send_times(self) -> None:
+        """Take the kernel's send times off the error queue (which must be emptied anyway: while
+        it holds anything, ``select`` reports the socket readable)."""
+        send_times = self.outcome.send_times
+        kernel_sent = self._kernel_sent
+        while True:
+            try:
+                _data, ancdata, _flags, _address = self.sock.recvmsg(
+                    0, TX_ANCILLARY_SPACE, socket.MSG_ERRQUEUE
+                )
+            except OSError:  # EAGAIN: the queue is empty
+                return
+            stamp = parse_tx_timestamp(ancdata)
+            if stamp is None or kernel_sent is None:
+                continue
+            seq, sent_ns = stamp
+            # The counter is the sequence number: nothing else is sent on the test socket.
+            if seq < len(send_times) and not kernel_sent[seq]:
+                send_times[seq] = sent_ns
+                kernel_sent[seq] = 1
+                self.outcome.kernel_send_times += 1
+
     def _drain(self) -> None:
         plan = self.plan
+        self._read_send_times()
         while True:
             try:
                 data, ancdata, _flags, _address = self.sock.recvmsg(65535, ANCILLARY_SPACE)
@@ -228,6 +291,8 @@ class Sender:
         if seq < self._next_lost and seq not in self._answered:
             self.outcome.late += 1
             return
+        if self._kernel_sent is not None and not self._kernel_sent[seq]:
+            self._read_send_times()  # the reply was read before its send time was reported
         if not ErrorEstimate.from_wire(packet.error_estimate).synchronized:
             self.outcome.reflector_synchronized = False
         reply = Reply(

@@ -3,7 +3,9 @@
 Both the Session-Reflector and the Session-Sender need the kernel's receive timestamp
 (SO_TIMESTAMPNS: the time the packet reached the host, not when Python woke up, which is tens of
 microseconds later), the TTL or Hop Limit the packet arrived with, a TTL of 255 on what they send,
-and a DSCP per packet.  This module says which options and control messages do that and decodes
+and a DSCP per packet.  The Session-Sender also wants the kernel's transmit time (SO_TIMESTAMPING):
+T1 read in user space before ``sendto`` is early by the time the packet takes to leave the stack.
+This module says which options and control messages do that and decodes
 what ``recvmsg`` returns; the drivers own the sockets and apply these values.
 """
 
@@ -30,8 +32,30 @@ TTL_UNKNOWN = 255
 #: Room for the control messages we ask for: a timespec and an int, with cmsg headers.
 ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)
 
+#: SO_TIMESTAMPING / SCM_TIMESTAMPING (asm-generic/socket.h, the "old" 64-bit-time variant).
+SO_TIMESTAMPING = getattr(socket, "SO_TIMESTAMPING", 37)
+SCM_TIMESTAMPING = SO_TIMESTAMPING
+#: SO_TIMESTAMPING flags (linux/net_tstamp.h).  TX_SOFTWARE: stamp each datagram as the driver
+#: takes it; SOFTWARE: report software stamps; OPT_ID: number them (0, 1, ... per send) so that
+#: a report names its packet; OPT_TSONLY: report the time without a copy of the packet;
+#: OPT_RX_FILTER (Linux 6.12): report transmit stamps only, not receive stamps as well.
+SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1
+SOF_TIMESTAMPING_SOFTWARE = 1 << 4
+SOF_TIMESTAMPING_OPT_ID = 1 << 7
+SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11
+SOF_TIMESTAMPING_OPT_RX_FILTER = 1 << 17
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+#: ``sock_extended_err.ee_origin`` of a transmit timestamp report (linux/errqueue.h).
+SO_EE_ORIGIN_TIMESTAMPING = 4
+#: Room for one error-queue report: SCM_TIMESTAMPNS, SCM_TIMESTAMPING (three timespecs) and a
+#: sock_extended_err followed by the offender's address (a sockaddr_in6 at most).
+TX_ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(48) + socket.CMSG_SPACE(16 + 28)
+
 _TIMESPEC = struct.Struct("@qq")
 _INT = struct.Struct("@i")
+#: struct sock_extended_err: ee_errno, ee_origin, ee_type, ee_code, ee_pad, ee_info, ee_data.
+_EXTENDED_ERR = struct.Struct("@IBBBBII")
 
 
 def receive_options(family: int) -> list[tuple[int, int, int]]:
@@ -65,6 +89,57 @@ def parse_ancillary(ancdata: Iterable[tuple[int, int, bytes]]) -> tuple[int | No
             # IPv4 delivers the TTL as an int on Linux (one octet on some other systems).
             ttl = _INT.unpack_from(data)[0] if len(data) >= 4 else data[0]
     return received_ns, ttl
+
+
+def tx_timestamp_options() -> list[tuple[int, int, int]]:
+    """Alternative ``(level, option, value)`` triples for transmit timestamps, best first.
+
+    Set the first the kernel accepts (an older one refuses flags it does not know with EINVAL);
+    if none is, T1 stays the user-space time.  Reporting software stamps (SOFTWARE) would also
+    attach an SCM_TIMESTAMPING message to every received packet, which does not fit in
+    ANCILLARY_SPACE and would cut off the TTL; OPT_RX_FILTER stops that.  Kernels without it
+    get the stamps without the SOFTWARE reporting bit: then no SCM_TIMESTAMPING is ever
+    delivered, and the error-queue report carries the time as SCM_TIMESTAMPNS instead, since
+    the test sockets have SO_TIMESTAMPNS on (see ``receive_options``).
+    """
+    stamps = SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_OPT_ID | SOF_TIMESTAMPING_OPT_TSONLY
+    reported = stamps | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_RX_FILTER
+    return [
+        (socket.SOL_SOCKET, SO_TIMESTAMPING, reported),
+        (socket.SOL_SOCKET, SO_TIMESTAMPING, stamps),
+    ]
+
+
+def parse_tx_timestamp(ancdata: Iterable[tuple[int, int, bytes]]) -> tuple[int, int] | None:
+    """``(OPT_ID counter, kernel send time in Unix ns)`` from an error-queue ``recvmsg``.
+
+    None when the report is not a transmit timestamp (an ICMP error, say) or has no time.  The
+    counter is 0 for the first datagram sent after SO_TIMESTAMPING was set and grows by one per
+    datagram.  SCM_TIMESTAMPING's first timespec is the software stamp; SCM_TIMESTAMPNS carries
+    the same time when the SOFTWARE reporting bit is off (see ``tx_timestamp_options``).
+    """
+    counter: int | None = None
+    stamping_ns: int | None = None
+    timestampns_ns: int | None = None
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPING and len(data) >= 16:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            if seconds or nanoseconds:  # all zero: no software stamp (a hardware-only report)
+                stamping_ns = seconds * 1_000_000_000 + nanoseconds
+        elif level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            timestampns_ns = seconds * 1_000_000_000 + nanoseconds
+        elif (
+            (level == socket.IPPROTO_IP and kind == IP_RECVERR)
+            or (level == socket.IPPROTO_IPV6 and kind == IPV6_RECVERR)
+        ) and len(data) >= _EXTENDED_ERR.size:
+            _errno, origin, _type, _code, _pad, _info, ee_data = _EXTENDED_ERR.unpack_from(data)
+            if origin == SO_EE_ORIGIN_TIMESTAMPING:
+                counter = ee_data
+    sent_ns = stamping_ns if stamping_ns is not None else timestampns_ns
+    if counter is None or sent_ns is None:
+        return None
+    return counter, sent_ns
 
 
 def dont_fragment_options(family: int) -> list[tuple[int, int, int]]:

@@ -1,8 +1,9 @@
 """twamp-client end to end: the real command against the real twamp-server process.
 
 Every mode, IPv4 and IPv6, TWAMP Light, the output formats (text, --json against its schema,
---raw), the options, and the error paths: refused connection, unknown name, wrong key, a server
-that stops mid-session (partial results, no hang) and usage errors.
+--raw, whose t1_ns is the kernel's send time), the options, and the error paths: refused
+connection, unknown name, wrong key, a server that stops mid-session (partial results, no hang)
+and usage errors.
 """
 
 from __future__ import annotations
@@ -15,13 +16,21 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import SECRET, ServerProcess, config_port, free_port, running_server, server_config
-from twamp_common.test_packets import SENDER_HEADER_SIZE, SYMMETRIC_SENDER_PADDING, SenderPacket
+from twamp_common.test_packets import (
+    SENDER_HEADER_SIZE,
+    SYMMETRIC_SENDER_PADDING,
+    ReflectorPacket,
+    SenderPacket,
+)
+from twamp_common.timestamp import ns_to_ntp, ntp_to_ns
+from twamp_common.udp_options import ANCILLARY_SPACE, parse_ancillary, receive_options
 
 
 @pytest.fixture
@@ -128,6 +137,7 @@ def test_intervals_shorter_than_the_spin_still_read_replies(server: ServerProces
     assert document["sent"] == 2000
     assert document["late"] == 0
     assert document["received"] >= 1900  # loopback; a loaded machine may drop a few
+    assert document["sent"] == document["received"] + document["lost"]
 
 
 def test_raw_rows_hold_four_timestamps(server: ServerProcess) -> None:
@@ -140,6 +150,57 @@ def test_raw_rows_hold_four_timestamps(server: ServerProcess) -> None:
         assert t2 <= t3  # same host, same clock
         assert t1 < t4
         assert int(row["rtt_ns"]) == (t4 - t1) - (t3 - t2)
+
+
+def test_raw_t1_is_when_the_kernel_sent_the_packet() -> None:
+    """t1_ns is the kernel's send time, not the user-space T1 read before ``sendto`` and written
+    into the packet: later than the T1 on the wire (by the send path, microseconds; the NTP
+    round trip of the wire value is exact to 1 ns) and no later than the kernel's receive time
+    at a reflector on the same host and clock, which this test reports back as T2."""
+    wire_t1: dict[int, int] = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as reflector:
+        reflector.bind(("127.0.0.1", 0))
+        reflector.settimeout(0.2)
+        for level, option, value in receive_options(socket.AF_INET):
+            reflector.setsockopt(level, option, value)
+        done = threading.Event()
+
+        def reflect() -> None:
+            while not done.is_set():
+                try:
+                    data, ancdata, _flags, peer = reflector.recvmsg(4096, ANCILLARY_SPACE)
+                except TimeoutError:
+                    continue
+                received_ns, ttl = parse_ancillary(ancdata)
+                assert received_ns is not None
+                packet = SenderPacket.unpack(data, False)
+                wire_t1[packet.seq] = ntp_to_ns(packet.timestamp)
+                reply = ReflectorPacket(
+                    seq=packet.seq,
+                    timestamp=ns_to_ntp(time.time_ns()),
+                    error_estimate=packet.error_estimate,
+                    receive_timestamp=ns_to_ntp(received_ns),
+                    sender_seq=packet.seq,
+                    sender_timestamp=packet.timestamp,
+                    sender_error_estimate=packet.error_estimate,
+                    sender_ttl=ttl,
+                )
+                reflector.sendto(reply.pack(False), peer)
+
+        thread = threading.Thread(target=reflect)
+        thread.start()
+        try:
+            port = reflector.getsockname()[1]
+            result = client(f"127.0.0.1:{port}", "--light", "-c", "20", "-i", "5", "--raw")
+        finally:
+            done.set()
+            thread.join()
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 20
+    for row in rows:
+        t1, t2 = int(row["t1_ns"]), int(row["t2_ns"])
+        assert wire_t1[int(row["seq"])] + 1 < t1 <= t2 + 1, row
 
 
 def test_light_against_the_light_reflector(tmp_path: Path) -> None:

@@ -3,22 +3,31 @@
 The options and ancillary-data decoding of ``twamp_common.udp_options`` applied to real UDP
 sockets, IPv4 and IPv6: the kernel timestamp must be present and precede the user-space time
 taken after ``recvmsg`` returns, the TTL must be the one the sender set, and a DSCP given as
-ancillary data must reach the receiver's TOS / Traffic Class.
+ancillary data must reach the receiver's TOS / Traffic Class.  Transmit timestamps
+(SO_TIMESTAMPING) must number each send and time it between the user-space reads around
+``sendto``, and must not add a control message to received packets (that would overflow
+ANCILLARY_SPACE and cut off the TTL).
 """
 
 from __future__ import annotations
 
+import select
 import socket
+import struct
 import time
 
 import pytest
 from twamp_common.udp_options import (
     ANCILLARY_SPACE,
     IPV6_TCLASS,
+    SO_EE_ORIGIN_TIMESTAMPING,
+    TX_ANCILLARY_SPACE,
     parse_ancillary,
+    parse_tx_timestamp,
     receive_options,
     send_options,
     traffic_class_ancillary,
+    tx_timestamp_options,
 )
 
 FAMILIES = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
@@ -36,16 +45,24 @@ def pair(family: int, host: str) -> tuple[socket.socket, socket.socket]:
     return receiver, sender
 
 
+def probe(
+    family: int, receiver: socket.socket, sender: socket.socket
+) -> tuple[bytes, list[tuple[int, int, bytes]], int, int, int]:
+    """Send b"probe" with TTL 7 and receive it with ANCILLARY_SPACE: (data, ancillary data,
+    flags, wall time before sending, wall time after receiving)."""
+    for level, option, value in send_options(family, ttl=7):
+        sender.setsockopt(level, option, value)
+    before = time.time_ns()
+    sender.sendto(b"probe", receiver.getsockname())
+    data, ancdata, flags, _address = receiver.recvmsg(64, ANCILLARY_SPACE)
+    return data, ancdata, flags, before, time.time_ns()
+
+
 @pytest.mark.parametrize(("family", "host"), FAMILIES)
 def test_kernel_timestamp_and_ttl(family: int, host: str) -> None:
     receiver, sender = pair(family, host)
     with receiver, sender:
-        for level, option, value in send_options(family, ttl=7):
-            sender.setsockopt(level, option, value)
-        before = time.time_ns()
-        sender.sendto(b"probe", receiver.getsockname())
-        data, ancdata, _flags, _addr = receiver.recvmsg(64, ANCILLARY_SPACE)
-        after = time.time_ns()
+        data, ancdata, _flags, before, after = probe(family, receiver, sender)
     received_ns, ttl = parse_ancillary(ancdata)
     assert data == b"probe"
     assert ttl == 7
@@ -86,3 +103,99 @@ def test_dscp_per_packet(family: int, host: str) -> None:
 
 def test_no_ancillary_for_dscp_0() -> None:
     assert traffic_class_ancillary(socket.AF_INET, 0) == []
+
+
+#: Every alternative of ``tx_timestamp_options`` (best first), each tested where the kernel has it.
+TX_ALTERNATIVES = list(enumerate(tx_timestamp_options()))
+
+
+def stamping_socket(family: int, host: str, alternative: int) -> socket.socket:
+    """A test socket as the client makes it: receive options, then transmit timestamps."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    for level, option, value in receive_options(family):
+        sock.setsockopt(level, option, value)
+    level, option, value = tx_timestamp_options()[alternative]
+    try:
+        sock.setsockopt(level, option, value)
+    except OSError as error:
+        sock.close()
+        pytest.skip(f"this kernel refuses SO_TIMESTAMPING {value:#x}: {error.strerror}")
+    return sock
+
+
+@pytest.mark.parametrize(("alternative", "_option"), TX_ALTERNATIVES)
+@pytest.mark.parametrize(("family", "host"), FAMILIES)
+def test_tx_timestamps_count_and_time_each_send(
+    family: int, host: str, alternative: int, _option: object
+) -> None:
+    receiver = socket.socket(family, socket.SOCK_DGRAM)
+    sender = stamping_socket(family, host, alternative)
+    with receiver, sender:
+        receiver.bind((host, 0))
+        windows = []
+        for _ in range(3):
+            before = time.time_ns()
+            sender.sendto(b"probe", receiver.getsockname())
+            windows.append((before, time.time_ns()))
+        stamps = []
+        while len(stamps) < 3:
+            # A pending report makes the socket readable (select counts the error queue).
+            assert select.select([sender], [], [], 2)[0], "no transmit timestamp came"
+            _data, ancdata, flags, _addr = sender.recvmsg(
+                0, TX_ANCILLARY_SPACE, socket.MSG_ERRQUEUE
+            )
+            assert not flags & socket.MSG_CTRUNC
+            stamp = parse_tx_timestamp(ancdata)
+            assert stamp is not None
+            stamps.append(stamp)
+    assert [counter for counter, _sent in stamps] == [0, 1, 2]
+    for (_counter, sent_ns), (before, after) in zip(stamps, windows, strict=True):
+        assert before <= sent_ns <= after
+
+
+@pytest.mark.parametrize(("alternative", "_option"), TX_ALTERNATIVES)
+@pytest.mark.parametrize(("family", "host"), FAMILIES)
+def test_tx_timestamps_leave_the_receive_path_alone(
+    family: int, host: str, alternative: int, _option: object
+) -> None:
+    """Reporting software stamps (SOF_TIMESTAMPING_SOFTWARE) also puts an SCM_TIMESTAMPING on
+    every received packet unless OPT_RX_FILTER is set: measured on Linux 6.18, it overflows
+    ANCILLARY_SPACE (MSG_CTRUNC) and the TTL reads 255.  Neither alternative may do that."""
+    receiver = stamping_socket(family, host, alternative)
+    sender = socket.socket(family, socket.SOCK_DGRAM)
+    with receiver, sender:
+        receiver.settimeout(2)
+        data, ancdata, flags, before, after = probe(family, receiver, sender)
+    assert data == b"probe"
+    assert not flags & socket.MSG_CTRUNC
+    received_ns, ttl = parse_ancillary(ancdata)
+    assert ttl == 7
+    assert received_ns is not None
+    assert before <= received_ns <= after
+
+
+def test_only_timestamping_reports_are_send_times() -> None:
+    """An ICMP error on the error queue (origin 2) is no send time; nor is a report without
+    sock_extended_err, nor one without a time."""
+    timespec = struct.pack("@qq", 1_700_000_000, 5)
+    stamping = struct.pack("@qqqqqq", 1_700_000_000, 5, 0, 0, 0, 0)
+
+    def error(origin: int, data: int) -> bytes:
+        return struct.pack("@IBBBBII", 42, origin, 0, 0, 0, 0, data)
+
+    stamp = (socket.SOL_SOCKET, 37, stamping)
+    assert parse_tx_timestamp([stamp, (socket.IPPROTO_IP, 11, error(4, 9))]) == (
+        9,
+        1_700_000_000_000_000_005,
+    )
+    assert parse_tx_timestamp([(socket.SOL_SOCKET, 35, timespec), (41, 25, error(4, 3))]) == (
+        3,
+        1_700_000_000_000_000_005,
+    )
+    assert parse_tx_timestamp([stamp, (socket.IPPROTO_IP, 11, error(2, 9))]) is None
+    assert parse_tx_timestamp([stamp]) is None
+    assert (
+        parse_tx_timestamp([(socket.IPPROTO_IP, 11, error(SO_EE_ORIGIN_TIMESTAMPING, 1))]) is None
+    )
+    assert parse_tx_timestamp([]) is None
