@@ -184,7 +184,18 @@ def write_json(document: dict[str, Any], out: IO[str] = sys.stdout) -> None:
     out.write("\n")
 
 
-RAW_COLUMNS = ["seq", "t1_ns", "t2_ns", "t3_ns", "t4_ns", "reflector_seq", "sender_ttl", "rtt_ns"]
+#: t1_packet_ns, the T1 the packet carried, comes last: the earlier columns keep their places.
+RAW_COLUMNS = [
+    "seq",
+    "t1_ns",
+    "t2_ns",
+    "t3_ns",
+    "t4_ns",
+    "reflector_seq",
+    "sender_ttl",
+    "rtt_ns",
+    "t1_packet_ns",
+]
 
 
 def write_raw(send_times: list[int], replies: list[Reply], out: IO[str] = sys.stdout) -> None:
@@ -201,7 +212,7 @@ def write_raw(send_times: list[int], replies: list[Reply], out: IO[str] = sys.st
     for seq, t1 in enumerate(send_times):
         rows = by_seq.get(seq)
         if not rows:
-            writer.writerow([seq, t1, "", "", "", "", "", ""])
+            writer.writerow([seq, t1, "", "", "", "", "", "", ""])
             continue
         for reply in rows:
             writer.writerow(
@@ -214,5 +225,6 @@ def write_raw(send_times: list[int], replies: list[Reply], out: IO[str] = sys.st
                     reply.reflector_seq,
                     reply.sender_ttl,
                     reply.round_trip,
+                    reply.t1 if reply.t1_packet is None else reply.t1_packet,
                 ]
             )

@@ -303,6 +303,7 @@ class Sender:
             t3=ntp_to_ns(packet.timestamp),
             t4=t4,
             sender_ttl=packet.sender_ttl,
+            t1_packet=ntp_to_ns(packet.sender_timestamp),
         )
         duplicate = seq in self._answered
         self._answered.add(seq)

@@ -32,6 +32,9 @@ class Reply:
     t4: int
     #: TTL (or Hop Limit) our packet had when it reached the reflector.
     sender_ttl: int
+    #: The T1 written into the packet (read in user space just before sending), when ``t1`` is
+    #: the kernel's later send time; None when they are the same.
+    t1_packet: int | None = None
 
     @property
     def round_trip(self) -> int:

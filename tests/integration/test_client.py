@@ -200,7 +200,9 @@ def test_raw_t1_is_when_the_kernel_sent_the_packet() -> None:
     assert len(rows) == 20
     for row in rows:
         t1, t2 = int(row["t1_ns"]), int(row["t2_ns"])
-        assert wire_t1[int(row["seq"])] + 1 < t1 <= t2 + 1, row
+        wire = wire_t1[int(row["seq"])]
+        assert wire + 1 < t1 <= t2 + 1, row
+        assert abs(int(row["t1_packet_ns"]) - wire) <= 1, row  # the T1 the packet carried
 
 
 def test_light_against_the_light_reflector(tmp_path: Path) -> None:
