@@ -3,9 +3,9 @@
 Both the Session-Reflector and the Session-Sender need the kernel's receive timestamp
 (SO_TIMESTAMPNS: the time the packet reached the host, not when Python woke up, which is tens of
 microseconds later), the TTL or Hop Limit the packet arrived with, a TTL of 255 on what they send,
-and a DSCP per packet.  The Session-Sender also wants the kernel's transmit time (SO_TIMESTAMPING):
-T1 read in user space before ``sendto`` is early by the time the packet takes to leave the stack.
-This module says which options and control messages do that and decodes
+and a DSCP per packet.  The Session-Sender also wants the kernel's transmit time
+(SO_TIMESTAMPING): T1 read in user space before ``sendto`` is early by the time the packet takes
+to leave the stack.  This module says which options and control messages do that and decodes
 what ``recvmsg`` returns; the drivers own the sockets and apply these values.
 """
 
@@ -58,6 +58,12 @@ _INT = struct.Struct("@i")
 _EXTENDED_ERR = struct.Struct("@IBBBBII")
 
 
+def _timespec_ns(data: bytes) -> int:
+    """A struct timespec (as the kernel stamps) in nanoseconds."""
+    seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+    return int(seconds * 1_000_000_000 + nanoseconds)
+
+
 def receive_options(family: int) -> list[tuple[int, int, int]]:
     """``(level, option, value)`` triples that make ``recvmsg`` report time and TTL."""
     ttl_option = (
@@ -81,8 +87,7 @@ def parse_ancillary(ancdata: Iterable[tuple[int, int, bytes]]) -> tuple[int | No
     ttl = TTL_UNKNOWN
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(data) >= 16:
-            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
-            received_ns = seconds * 1_000_000_000 + nanoseconds
+            received_ns = _timespec_ns(data)
         elif (level == socket.IPPROTO_IP and kind == socket.IP_TTL) or (
             level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT
         ):
@@ -123,12 +128,10 @@ def parse_tx_timestamp(ancdata: Iterable[tuple[int, int, bytes]]) -> tuple[int, 
     timestampns_ns: int | None = None
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPING and len(data) >= 16:
-            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
-            if seconds or nanoseconds:  # all zero: no software stamp (a hardware-only report)
-                stamping_ns = seconds * 1_000_000_000 + nanoseconds
+            # All zero: no software stamp (a hardware-only report).
+            stamping_ns = _timespec_ns(data) or None
         elif level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(data) >= 16:
-            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
-            timestampns_ns = seconds * 1_000_000_000 + nanoseconds
+            timestampns_ns = _timespec_ns(data)
         elif (
             (level == socket.IPPROTO_IP and kind == IP_RECVERR)
             or (level == socket.IPPROTO_IPV6 and kind == IPV6_RECVERR)
