@@ -179,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--json", action="store_true", help="one JSON document on stdout")
     out.add_argument(
-        "--raw", action="store_true", help="one CSV row per packet with the four timestamps"
+        "--raw", action="store_true", help="one CSV row per packet with its timestamps"
     )
     out.add_argument(
         "-q",

@@ -110,8 +110,6 @@ class Outcome:
     #: T1 of each packet sent, by sequence number: the kernel's send time once it reported it,
     #: the user-space time read before ``sendto`` until then (or if it never does).
     send_times: list[int] = dataclasses.field(default_factory=list)
-    #: How many of ``send_times`` are the kernel's.
-    kernel_send_times: int = 0
 
 
 class Sender:
@@ -259,7 +257,6 @@ class Sender:
             if seq < len(send_times) and not kernel_sent[seq]:
                 send_times[seq] = sent_ns
                 kernel_sent[seq] = 1
-                self.outcome.kernel_send_times += 1
 
     def _drain(self) -> None:
         plan = self.plan

@@ -32,8 +32,9 @@ class Reply:
     t4: int
     #: TTL (or Hop Limit) our packet had when it reached the reflector.
     sender_ttl: int
-    #: The T1 written into the packet (read in user space just before sending), when ``t1`` is
-    #: the kernel's later send time; None when they are the same.
+    #: The T1 the packet carried, as the reflector returned it (read in user space just before
+    #: sending; ``t1`` is the kernel's later send time when the kernel reported one); None
+    #: where it is not known.
     t1_packet: int | None = None
 
     @property

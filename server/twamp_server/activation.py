@@ -37,12 +37,7 @@ class HandedSocket:
     @classmethod
     def of(cls, sock: socket.socket) -> HandedSocket:
         host, port = sock.getsockname()[:2]
-        dual = (
-            sock.family == socket.AF_INET6
-            and host == "::"
-            and sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
-        )
-        return cls(sock, host, port, dual)
+        return cls(sock, host, port, host == "::" and is_dual_stack(sock))
 
     def describe(self) -> str:
         kind = "TCP" if self.sock.type == socket.SOCK_STREAM else "UDP"
@@ -106,6 +101,14 @@ class HandedSockets:
             handed.sock.close()
         self._unused = []
         return unused
+
+
+def is_dual_stack(sock: socket.socket) -> bool:
+    """Whether ``sock`` is an IPv6 socket that also receives IPv4 (from IPv4-mapped addresses)."""
+    return (
+        sock.family == socket.AF_INET6
+        and sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
+    )
 
 
 def _serves(handed: HandedSocket, host: str) -> bool:

@@ -39,6 +39,8 @@ from twamp_common.test_packets import (
 )
 from twamp_common.timestamp import ns_to_ntp
 
+from .activation import is_dual_stack
+
 #: Receive buffer asked of the kernel: a few ms of a 100k packets/s flow, so that a short
 #: scheduling stall of this process loses nothing.
 RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -165,12 +167,8 @@ class Reflector:
         IPv4, from IPv4-mapped addresses: it gets the IPv4 options too, and the hot path strips
         the mapping so that sessions are known by their plain IPv4 address.
         """
-        family = sock.family
-        dual_stack = (
-            family == socket.AF_INET6
-            and sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
-        )
-        families = (socket.AF_INET6, socket.AF_INET) if dual_stack else (family,)
+        dual_stack = is_dual_stack(sock)
+        families = (socket.AF_INET6, socket.AF_INET) if dual_stack else (sock.family,)
         for each in families:
             for level, option, value in udp_options.receive_options(each):
                 sock.setsockopt(level, option, value)
