@@ -12,9 +12,12 @@ import dataclasses
 import ipaddress
 import os
 import re
+import sys
 from pathlib import Path
 
-from twamp_common.codes import CONTROL_PORT, TEST_PORT_IANA, Mode
+from twamp_common.codes import Mode
+
+from .measurement import CONNECT_TIMEOUT, Target, Test
 
 #: DSCP names (RFC 2474, RFC 2597, RFC 3246, RFC 5865) accepted by --dscp.
 DSCP_NAMES = {
@@ -34,19 +37,25 @@ MODES = {
 #: Fewest milliseconds between packets we schedule (10 µs: 100k packets/s).
 MIN_INTERVAL_MS = 0.01
 
-USAGE = "twamp-client HOST[:PORT] [-c COUNT] [-i MS] [-s] [-m MODE [-u KEYID]] [options]"
+USAGE = (
+    "twamp-client HOST[:PORT] [HOST[:PORT] ...] [-f FILE] [-c COUNT] [-i MS] [-s]"
+    " [-m MODE [-u KEYID]] [options]"
+)
 DESCRIPTION = """\
 Measure round-trip delay, one-way delays, jitter and loss to a TWAMP server (RFC 5357),
 or to a TWAMP Light reflector with --light. HOST is an IPv4 address, [IPv6] or a name;
 PORT is the server's TWAMP-Control port (862), or with --light the reflector's UDP port (862).
+Several targets (or -f FILE) are measured at the same time, each with its own session.
 """
 EPILOG = """\
-exit status: 0 replies came, 1 every packet was lost, 2 usage, name resolution, connection,
-authentication or protocol error.
+exit status: 0 replies came (from every target), 1 every packet was lost (to some target),
+2 usage, name resolution, connection, authentication or protocol error (of some target).
 examples:
   twamp-client 192.0.2.10 -c 5 -i 500 -s
   twamp-client [2001:db8::1]:862 -m encrypted -u alice --key-file /etc/twamp/alice.key
   twamp-client 198.51.100.7:862 --light -c 100 -i 10 --json
+  twamp-client 192.0.2.10 192.0.2.11 [2001:db8::7] -c 20 -i 100
+  twamp-client -f sites.txt -c 50 -i 20 -s
 """
 
 
@@ -55,33 +64,36 @@ class UsageError(Exception):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class BadTarget:
+    """A target of a list that cannot be measured, and why (the others still are)."""
+
+    text: str
+    error: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Options:
     """Everything the client needs to know, checked."""
 
-    host: str
-    port: int
-    count: int
-    interval_ms: float
-    summary_only: bool
-    mode: Mode | None
-    key_id: str | None
+    #: The targets in the order given (command line first, then -f); with several, a bad one
+    #: is a BadTarget rather than a usage error.
+    targets: tuple[Target | BadTarget, ...]
+    #: How to measure each target (the secret is read later, only when a KeyID is given).
+    test: Test
     key_file: Path | None
-    light: bool
-    padding: int | None
-    zero_padding: bool
-    size: int | None
-    dscp: int
-    ttl: int
-    dont_fragment: bool
-    family: int | None
-    source: tuple[str, int] | None
-    reflector_port: int
-    wait: float
-    schedule: str
+    summary_only: bool
     json: bool
     raw: bool
     quiet: bool
-    max_count: int
+
+
+class _Version(argparse.Action):
+    """--version, looked up only when asked for (the metadata lookup costs every start)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
+        from importlib.metadata import version  # noqa: PLC0415
+
+        parser.exit(message=f"twamp-client {version('twamp-client')}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,10 +104,24 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("target", metavar="HOST[:PORT]", help="server or reflector")
+    parser.add_argument(
+        "targets", nargs="*", metavar="HOST[:PORT]", help="servers or reflectors to measure"
+    )
+    parser.add_argument(
+        "-f",
+        dest="target_file",
+        type=Path,
+        metavar="FILE",
+        help="read targets from FILE, one per line (# starts a comment)",
+    )
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     test = parser.add_argument_group("test")
     test.add_argument(
-        "-c", dest="count", default="10", metavar="COUNT", help="packets to send (default 10)"
+        "-c",
+        dest="count",
+        default="10",
+        metavar="COUNT",
+        help="packets to send (default 10; 0: until interrupted)",
     )
     test.add_argument(
         "-i",
@@ -143,6 +169,12 @@ def _parser() -> argparse.ArgumentParser:
         help="TWAMP Light: no control session, test packets straight to HOST:PORT",
     )
     conn = parser.add_argument_group("connection")
+    conn.add_argument(
+        "--connect-timeout",
+        default=str(CONNECT_TIMEOUT),
+        metavar="SECONDS",
+        help=f"for connection, greeting and set-up together (default {CONNECT_TIMEOUT:g})",
+    )
     conn.add_argument("-4", dest="family", action="store_const", const=4, help="IPv4 only")
     conn.add_argument("-6", dest="family", action="store_const", const=6, help="IPv6 only")
     conn.add_argument(
@@ -192,9 +224,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _integer(name: str, text: str, low: int, high: int) -> int:
     try:
-        value = int(text, 0)
+        value = int(text, 10)
     except ValueError:
-        raise UsageError(f"{name} {text!r} is not a whole number") from None
+        raise UsageError(
+            f"{name} {text!r} is not a whole number (allowed: {low} to {high})"
+        ) from None
     if not low <= value <= high:
         raise UsageError(f"{name} {value} is outside {low}..{high}")
     return value
@@ -204,15 +238,18 @@ def _number(name: str, text: str, low: float, high: float) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"{name} {text!r} is not a number") from None
+        raise UsageError(
+            f"{name} {text!r} is not a number (allowed: {low:g} to {high:g})"
+        ) from None
     if not (low <= value <= high):  # also refuses NaN
         raise UsageError(f"{name} {text} is outside {low:g}..{high:g}")
     return value
 
 
-def split_host_port(target: str, default_port: int) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address."""
-    match = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", target)
+def split_host_port(target: str, default_port: int | None) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address; the port is
+    ``default_port`` when none is given, and an empty one (``host:``) is an error."""
+    match = re.fullmatch(r"\[([^\]]+)\](?::(.*))?", target)
     if match:
         host, port = match.group(1), match.group(2)
     elif target.count(":") == 1:
@@ -221,7 +258,11 @@ def split_host_port(target: str, default_port: int) -> tuple[str, int]:
         host, port = target, None  # a name, an IPv4 address or a bare IPv6 address
     if not host:
         raise UsageError(f"{target!r} names no host")
-    return host, _integer("port", port, 1, 65535) if port else default_port
+    if port is None:
+        return host, default_port
+    if not port:
+        raise UsageError(f"{target!r} ends in ':' but gives no port (allowed: 1 to 65535)")
+    return host, _integer(f"the port of {target!r}", port, 1, 65535)
 
 
 def _dscp(text: str) -> int:
@@ -232,16 +273,91 @@ def _dscp(text: str) -> int:
         return _integer("DSCP", text, 0, 63)
     except UsageError:
         raise UsageError(
-            f"DSCP {text!r} is neither 0-63 nor a name such as EF, AF41 or CS5"
+            f"--dscp {text!r} is neither 0-63 nor a name such as EF, AF41 or CS5"
         ) from None
+
+
+#: Options that take a value which may itself start with "-" (a negative number, to be refused
+#: with a clear message rather than argparse's "expected one argument").
+_VALUED = {
+    "-c",
+    "-i",
+    "--padding",
+    "--size",
+    "--ttl",
+    "--wait",
+    "--reflector-port",
+    "--max-count",
+    "--connect-timeout",
+    "--dscp",
+}
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``-c -5`` as ``-c=-5``-style single words, so that the value reaches our own checks."""
+    joined: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word in _VALUED:
+            value = next(words, None)
+            if value is None:
+                joined.append(word)
+            elif re.fullmatch(r"-\d.*", value):
+                joined.append(f"{word}{value}" if len(word) == 2 else f"{word}={value}")
+            else:
+                joined += [word, value]
+        else:
+            joined.append(word)
+    return joined
+
+
+def read_targets(path: Path) -> list[str]:
+    """Targets from a file, one per line; ``#`` starts a comment, blank lines are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as error:
+        raise UsageError(f"cannot read -f {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read -f {path}: it is not UTF-8 text") from None
+    return [
+        line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()
+    ]
+
+
+def _targets(texts: list[str], light: bool) -> tuple[Target | BadTarget, ...]:
+    """Each text as a Target; with several, a bad or repeated one becomes a BadTarget."""
+    if not texts:
+        raise UsageError("no target given: name a HOST[:PORT] or give -f FILE")
+    targets: list[Target | BadTarget] = []
+    seen: dict[tuple[str, int], int] = {}
+    for number, text in enumerate(texts, 1):
+        try:
+            host, port = split_host_port(text, None)
+        except UsageError as error:
+            if len(texts) == 1:
+                raise
+            targets.append(BadTarget(text, str(error)))
+            continue
+        target = Target(host, port, light)
+        key = (host.lower(), target.effective_port)
+        if key in seen:
+            targets.append(BadTarget(text, f"{text!r} repeats target {seen[key]}"))
+            continue
+        seen[key] = number
+        targets.append(target)
+    return tuple(targets)
 
 
 def parse(argv: list[str] | None = None) -> Options:
     """Options from the command line; UsageError for anything wrong (argparse's own errors
     exit with status 2 as well)."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_attach_negative_values(sys.argv[1:] if argv is None else argv))
     light = args.light
-    host, port = split_host_port(args.target, TEST_PORT_IANA if light else CONTROL_PORT)
+    texts = list(args.targets)
+    if args.target_file is not None:
+        texts += read_targets(args.target_file)
+    if args.json and args.raw:
+        raise UsageError("--json and --raw are two output formats: give one")
     if args.padding is not None and args.size is not None:
         raise UsageError("--padding and --size say the same thing: give one")
     mode = MODES[args.mode] if args.mode else None
@@ -256,41 +372,43 @@ def parse(argv: list[str] | None = None) -> Options:
     source = None
     if args.source:
         source_host, source_port = split_host_port(args.source, 0)
-        source = (source_host, source_port)
+        source = (source_host, source_port or 0)
         try:
             ipaddress.ip_address(source_host)
         except ValueError:
             raise UsageError(f"--source {source_host!r} is not an IP address") from None
-    return Options(
-        host=host,
-        port=port,
-        count=_integer("count (-c)", args.count, 1, 10_000_000),
+    test = Test(
+        count=_integer("count (-c)", args.count, 0, 10_000_000),
         interval_ms=_number("interval (-i)", args.interval, MIN_INTERVAL_MS, 3_600_000),
-        summary_only=args.summary_only,
-        mode=mode,
-        key_id=args.key_id,
-        key_file=args.key_file,
-        light=light,
+        schedule=args.schedule,
         padding=None if args.padding is None else _integer("--padding", args.padding, 0, 65000),
-        zero_padding=args.zero_padding,
         size=None if args.size is None else _integer("--size", args.size, 14, 65507),
+        zero_padding=args.zero_padding,
         dscp=_dscp(args.dscp),
         ttl=_integer("--ttl", args.ttl, 1, 255),
         dont_fragment=args.df,
-        family=args.family,
-        source=source,
-        reflector_port=_integer("--reflector-port", args.reflector_port, 0, 65535),
         wait=_number("--wait", args.wait, 0, 3600),
-        schedule=args.schedule,
+        mode=mode,
+        key_id=args.key_id,
+        reflector_port=_integer("--reflector-port", args.reflector_port, 0, 65535),
+        source=source,
+        family=args.family,
+        max_count=_integer("--max-count", args.max_count, 1024, 1 << 31),
+        connect_timeout=_number("--connect-timeout", args.connect_timeout, 0.1, 3600),
+    )
+    return Options(
+        targets=_targets(texts, light),
+        test=test,
+        key_file=args.key_file,
+        summary_only=args.summary_only,
         json=args.json,
         raw=args.raw,
         quiet=args.quiet,
-        max_count=_integer("--max-count", args.max_count, 1024, 1 << 31),
     )
 
 
 def read_secret(options: Options) -> bytes:
-    """The shared secret for ``options.key_id``: from --key-file, else asked on the terminal.
+    """The shared secret for ``options.test.key_id``: from --key-file, else asked on the terminal.
 
     A key file holds the passphrase on its first line (RFC 5357 §3.1: no newline is part of it).
     """
@@ -309,4 +427,4 @@ def read_secret(options: Options) -> bytes:
 
     if not os.isatty(0):
         raise UsageError("no --key-file given and no terminal to ask for the secret on")
-    return getpass.getpass(f"Shared secret for {options.key_id}: ").encode()
+    return getpass.getpass(f"Shared secret for {options.test.key_id}: ").encode()

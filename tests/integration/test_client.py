@@ -364,9 +364,12 @@ def test_server_stopping_mid_session_gives_partial_results(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-c", "0"], "count (-c) 0 is outside"),
+        (["-c", "-5"], "count (-c) -5 is outside 0..10000000"),
+        (["-c", "ten"], "count (-c) 'ten' is not a whole number (allowed: 0 to 10000000)"),
         (["-i", "fast"], "interval (-i) 'fast' is not a number"),
-        (["--dscp", "XX"], "DSCP 'XX'"),
+        (["--ttl", "-1"], "--ttl -1 is outside 1..255"),
+        (["--dscp", "XX"], "--dscp 'XX'"),
+        (["--json", "--raw"], "--json and --raw are two output formats"),
         (["--ttl", "300"], "--ttl 300 is outside"),
         (["--padding", "1", "--size", "100"], "give one"),
         (["-m", "encrypted"], "needs a KeyID"),
@@ -377,6 +380,21 @@ def test_usage_errors(args: list[str], message: str) -> None:
     result = client("127.0.0.1", *args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("127.0.0.1:", "ends in ':' but gives no port"),
+        ("127.0.0.1:70000", "the port of '127.0.0.1:70000' 70000 is outside 1..65535"),
+        ("[::1]:x", "is not a whole number"),
+    ],
+)
+def test_bad_single_target_is_a_usage_error(target: str, message: str) -> None:
+    result = client(target, "-c", "1")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
 
 
 def test_help_reads_like_a_synopsis() -> None:

@@ -1,0 +1,586 @@
+"""The engine: many measurements at once in one thread, over one epoll.
+
+Each measurement is a :class:`_Run`: a TWAMP-Control dialogue over a non-blocking TCP socket
+(none for TWAMP Light), then a :class:`~twamp_common.test_session.SessionSender` fed from its
+UDP socket.  The engine keeps one heap of the runs' next deadlines and one timerfd armed at the
+nearest, so that it sleeps in ``epoll_wait`` until a packet is due or a datagram arrives: CPU
+per packet stays flat from one session to hundreds, and no wake-up is rounded to milliseconds.
+
+Timing, where precision is the point:
+
+* Deadlines are absolute (the schedule's), so lateness never accumulates into drift.
+* With ``precise`` (one measurement: the command line's single run) the engine wakes SPIN_NS
+  early and spins on the monotonic clock to the deadline, for sub-µs lateness; with many
+  measurements it sleeps to the deadline itself (tens of µs late) and sends every packet that is
+  due.
+* T1 is read from the wall clock immediately before ``sendto``, into a packet prepared in
+  advance; the kernel's send time (SO_TIMESTAMPING) then replaces it in our own arithmetic.
+  T4 is the kernel's receive time (SO_TIMESTAMPNS).
+
+:meth:`Engine.submit` may be called from any thread; :meth:`Engine.stop_sending` also from a
+signal handler.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime
+import errno
+import heapq
+import itertools
+import os
+import select
+import socket
+import time
+from collections.abc import Callable, Generator
+
+from twamp_common.clock import read_clock_state
+from twamp_common.codes import Mode, mode_name
+from twamp_common.control import NEED_DATA, ClientControl, ConnectionClosed
+from twamp_common.crypto import TestPacketProtection
+from twamp_common.errors import AuthenticationError, ProtocolError
+from twamp_common.schedule import Periodic, Poisson, Schedule
+from twamp_common.test_session import Answered, SenderPlan, SessionSender
+from twamp_common.udp_options import (
+    ANCILLARY_SPACE,
+    TX_ANCILLARY_SPACE,
+    parse_ancillary,
+    parse_tx_timestamp,
+)
+
+from .control_session import (
+    Await,
+    ClientError,
+    SessionRequest,
+    Started,
+    Step,
+    dialogue,
+    stop_sessions,
+)
+from .measurement import Header, Measurement, Observer, Target, Test, packet_size
+from .sockets import Address, open_test_socket, resolve
+from .timer import Timer
+
+#: In ``precise`` mode, spin rather than sleep for this long before each deadline (wake-ups are
+#: ~100 µs late here).
+SPIN_NS = 500_000
+#: Extra seconds the reflector keeps reflecting after Stop-Sessions, beyond the wait.
+STOP_MARGIN = 1.0
+_IN = select.EPOLLIN | select.EPOLLRDHUP
+_OUT = select.EPOLLOUT
+
+
+Done = Callable[[Measurement], None]
+_QUIET = Observer()
+
+
+def schedule_for(test: Test, padding: int) -> Schedule:
+    """The send schedule a Test asks for."""
+    interval_ns = max(1, round(test.interval_ms * 1e6))
+    if test.schedule == "poisson":
+        import random  # noqa: PLC0415 - only Poisson schedules draw numbers
+
+        return Poisson(interval_ns, padding, random.Random())  # noqa: S311 - not cryptography
+    return Periodic(interval_ns, padding)
+
+
+class Engine:
+    """Runs measurements concurrently and hands each finished :class:`Measurement` to its
+    callback."""
+
+    def __init__(self, *, precise: bool = False) -> None:
+        self.precise = precise
+        self._epoll = select.epoll()
+        self._handlers: dict[int, Callable[[int], None]] = {}
+        self._heap: list[tuple[int, int, _Run]] = []
+        self._order = itertools.count()
+        self._runs: set[_Run] = set()
+        self._inbox: collections.deque[_Run] = collections.deque()
+        self._timer = Timer()
+        self._register(
+            self._timer.fileno(), select.EPOLLIN, lambda _mask: self._timer.acknowledge()
+        )
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._register(self._wake_read, select.EPOLLIN, self._woken)
+        self._stop_sending = False
+
+    # What callers use ------------------------------------------------------------------
+
+    def submit(
+        self, target: Target, test: Test, on_done: Done, observer: Observer | None = None
+    ) -> None:
+        """Measure ``target`` as ``test`` says; ``on_done`` gets the result (on the engine's
+        thread)."""
+        self._inbox.append(_Run(self, target, test, on_done, observer or _QUIET))
+        self._wake()
+
+    def stop_sending(self) -> None:
+        """Every run sends nothing more and waits for its packets in flight (Ctrl-C)."""
+        self._stop_sending = True
+        self._wake()
+
+    def run(self) -> None:
+        """Run until every submitted measurement is done."""
+        self._admit()
+        while self._runs or self._inbox:
+            self._fire_due()
+            if not self._runs and not self._inbox:
+                break
+            self._arm()
+            for fd, mask in self._epoll.poll():
+                handler = self._handlers.get(fd)
+                if handler is not None:
+                    handler(mask)
+
+    def close(self) -> None:
+        for run in list(self._runs):
+            run.finish("the engine was closed")
+        self._timer.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+        self._epoll.close()
+
+    # The loop's parts ------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        # A full pipe means the loop is awake already.
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_write, b"!")
+
+    def _woken(self, _mask: int) -> None:
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        self._admit()
+
+    def _admit(self) -> None:
+        while self._inbox:
+            run = self._inbox.popleft()
+            self._runs.add(run)
+            run.begin()
+        if self._stop_sending:
+            for run in list(self._runs):
+                run.stop_sending()
+
+    def _fire_due(self) -> None:
+        """Call every run whose deadline has come (in ``precise`` mode: is within the spin)."""
+        heap = self._heap
+        lead = SPIN_NS if self.precise else 0
+        fired: set[_Run] = set()
+        while heap:
+            at, _, run = heap[0]
+            if run.wake_at != at:
+                heapq.heappop(heap)  # superseded by a later entry, or the run is over
+                continue
+            now = time.monotonic_ns()
+            # Each run at most once a pass: between two of its sends, the sockets are read
+            # (intervals shorter than the spin would otherwise never reach epoll).
+            if at > now + lead or run in fired:
+                return
+            fired.add(run)
+            heapq.heappop(heap)
+            run.wake_at = None
+            if lead:
+                while now < at:
+                    now = time.monotonic_ns()
+            run.on_timer(now)
+
+    def _arm(self) -> None:
+        heap = self._heap
+        while heap and heap[0][2].wake_at != heap[0][0]:
+            heapq.heappop(heap)
+        if heap:
+            self._timer.arm(heap[0][0] - (SPIN_NS if self.precise else 0))
+
+    def _schedule(self, run: _Run, at: int | None) -> None:
+        if at == run.wake_at:
+            return
+        run.wake_at = at
+        if at is not None:
+            heapq.heappush(self._heap, (at, next(self._order), run))
+
+    def _register(self, fd: int, mask: int, handler: Callable[[int], None]) -> None:
+        self._epoll.register(fd, mask)
+        self._handlers[fd] = handler
+
+    def _modify(self, fd: int, mask: int, handler: Callable[[int], None]) -> None:
+        self._epoll.modify(fd, mask)
+        self._handlers[fd] = handler
+
+    def _unregister(self, fd: int) -> None:
+        if self._handlers.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+
+    def _finished(self, run: _Run) -> None:
+        self._runs.discard(run)
+        run.wake_at = None
+
+
+class _Run:
+    """One measurement from name resolution to its result."""
+
+    def __init__(
+        self, engine: Engine, target: Target, test: Test, on_done: Done, observer: Observer
+    ) -> None:
+        self.engine = engine
+        self.target = target
+        self.test = test
+        self.on_done = on_done
+        self.observer = observer
+        self.wake_at: int | None = None
+        self.done = False
+        self.address: Address | None = None
+        self.where = f"{target.host} port {target.effective_port}"
+        self.control: ClientControl | None = None
+        self.control_sock: socket.socket | None = None
+        self.test_sock: socket.socket | None = None
+        self.connecting = False
+        self.awaiting = ""
+        self.steps: Generator[Step, object, Started] | None = None
+        #: The Await the dialogue is blocked at.
+        self.step: Await | None = None
+        self.outbox = bytearray()
+        self.setup_deadline = 0
+        self.sender: SessionSender | None = None
+        self.header: Header | None = None
+        self.destination: Address | None = None
+        self.stop_requested = False
+        self.clock = read_clock_state()
+        self.started = datetime.datetime.now(datetime.UTC)
+
+    # Set-up ----------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        try:
+            family, self.address = resolve(self.target, self.test)
+            self.test_sock = open_test_socket(self.test, family)
+            self.engine._register(self.test_sock.fileno(), _IN, self._on_test_socket)
+            if self.target.light:
+                self._start_test(Mode.UNAUTHENTICATED, self.address, None, "TWAMP Light", 0)
+            else:
+                self._connect(family)
+        except ClientError as error:
+            self.finish(str(error), error.hint)
+
+    def _connect(self, family: int) -> None:
+        assert self.address is not None
+        sock = self.control_sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        if self.test.source is not None:
+            try:
+                sock.bind((self.test.source[0], 0))
+            except OSError as error:
+                raise ClientError(
+                    f"cannot bind the control connection to {self.test.source[0]}: {error.strerror}"
+                ) from None
+        result = sock.connect_ex(self.address)
+        if result not in (0, errno.EINPROGRESS):
+            raise self._connect_error(result)
+        self.connecting = True
+        self.setup_deadline = time.monotonic_ns() + int(self.test.connect_timeout * 1e9)
+        self.engine._register(sock.fileno(), _OUT, self._on_control)
+        self.engine._schedule(self, self.setup_deadline)
+
+    def _connect_error(self, code: int) -> ClientError:
+        if code == errno.ECONNREFUSED:
+            return ClientError(
+                f"connection refused by {self.where}",
+                "is twamp-server running there, and TCP port"
+                f" {self.target.effective_port} open in its firewall?",
+            )
+        return ClientError(f"cannot connect to {self.where}: {os.strerror(code)}")
+
+    def _on_control(self, mask: int) -> None:
+        try:
+            if self.connecting:
+                self._connected()
+            elif self.sender is not None:
+                self._watch_control()
+                return
+            if mask & _OUT and self.outbox:
+                self._flush()
+            if mask & (select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP):
+                self._read_control()
+        except ClientError as error:
+            self.finish(str(error), error.hint)
+
+    def _connected(self) -> None:
+        assert self.control_sock is not None
+        code = self.control_sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            raise self._connect_error(code)
+        self.connecting = False
+        self.engine._modify(self.control_sock.fileno(), _IN, self._on_control)
+        self.control = ClientControl(max_count=self.test.max_count)
+        test_sock = self.test_sock
+        assert test_sock is not None
+        test = self.test
+        self.steps = dialogue(
+            self.control,
+            mode=test.mode,
+            key_id=test.key_id,
+            secret=test.secret,
+            local=self.control_sock.getsockname()[0],
+            remote=self.control_sock.getpeername()[0],
+            request=SessionRequest(
+                sender_port=test_sock.getsockname()[1],
+                receiver_port=test.reflector_port,
+                padding=self._padding,
+                dscp=test.dscp,
+                timeout=test.wait + STOP_MARGIN,
+            ),
+            now_ns=time.time_ns,
+        )
+        self._advance()
+
+    def _padding(self, mode: Mode) -> int:
+        try:
+            return self.test.sender_padding(mode)
+        except ValueError as error:
+            raise ClientError(str(error)) from None
+
+    def _read_control(self) -> None:
+        assert self.control_sock is not None and self.control is not None
+        try:
+            data = self.control_sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            raise ClientError(f"the control connection failed: {error.strerror}") from None
+        self.control.receive_data(data)
+        self._advance()
+
+    def _advance(self) -> None:
+        """Run the dialogue until it waits for a message that has not come yet."""
+        assert self.steps is not None
+        try:
+            step = self.step if self.step is not None else self.steps.send(None)
+            while True:
+                if isinstance(step, bytes):
+                    self._write(step)
+                    step = self.steps.send(None)
+                    continue
+                self.step, self.awaiting = step, step.name
+                event = self._next_event()
+                if event is NEED_DATA:
+                    return
+                self.step = None
+                step = self.steps.send(event)
+        except StopIteration as done:
+            started: Started = done.value
+            assert self.address is not None and self.control is not None
+            destination = (self.address[0], started.port, *self.address[2:])
+            self._start_test(
+                started.mode,
+                destination,
+                self.control.test_protection(started.sid),
+                mode_name(started.mode),
+                started.padding,
+            )
+
+    def _next_event(self) -> object:
+        assert self.control is not None
+        try:
+            event = self.control.next_event()
+        except AuthenticationError as error:
+            raise ClientError(
+                f"the server's {error.message} failed its HMAC", "the shared secret differs"
+            ) from None
+        except ProtocolError as error:
+            raise ClientError(f"protocol error from the server: {error}") from None
+        if isinstance(event, ConnectionClosed):
+            raise ClientError(
+                f"the server closed the connection instead of sending {self.awaiting}"
+            )
+        return event
+
+    def _write(self, data: bytes) -> None:
+        self.outbox += data
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self.control_sock is not None
+        try:
+            sent = self.control_sock.send(self.outbox)
+        except BlockingIOError:
+            sent = 0
+        except OSError as error:
+            raise ClientError(f"the control connection failed: {error.strerror}") from None
+        del self.outbox[:sent]
+        mask = _IN | _OUT if self.outbox else _IN
+        self.engine._modify(self.control_sock.fileno(), mask, self._on_control)
+
+    # The test ----------------------------------------------------------------------------
+
+    def _start_test(
+        self,
+        mode: Mode,
+        destination: Address,
+        protection: TestPacketProtection | None,
+        mode_text: str,
+        padding: int,
+    ) -> None:
+        test = self.test
+        if self.target.light:
+            padding = self._padding(mode)
+        assert self.address is not None
+        schedule = schedule_for(test, padding)
+        self.destination = destination
+        plan = SenderPlan(
+            count=test.count,
+            schedule=schedule,
+            mode=mode,
+            protection=protection,
+            padding=bytes(padding) if test.zero_padding else os.urandom(padding),
+            error_estimate=self.clock.error_estimate().to_wire(),
+            wait_ns=int(test.wait * 1e9),
+            reflector=(destination[0], destination[1]),
+        )
+        self.header = Header(
+            host=self.target.host,
+            address=self.address[0],
+            port=self.target.effective_port,
+            mode=mode_text,
+            count=test.count,
+            interval_ms=test.interval_ms,
+            packet_size=packet_size(test, mode),
+            started=self.started,
+            test_port=destination[1],
+        )
+        now = time.monotonic_ns()
+        self.sender = SessionSender(plan, now=now)
+        if self.stop_requested:
+            self.sender.stop()
+        self.observer.started(self.header)
+        self.engine._schedule(self, now)
+
+    def on_timer(self, now: int) -> None:
+        sender = self.sender
+        if sender is None:
+            if self.connecting:
+                self.finish(
+                    f"no answer from {self.where} within {self.test.connect_timeout:g} s",
+                    f"a firewall may be dropping TCP port {self.target.effective_port}",
+                )
+            else:
+                self.finish(
+                    f"the server sent no {self.awaiting} within"
+                    f" {self.test.connect_timeout:g} s of connecting"
+                )
+            return
+        for lost in sender.handle_timer(now):
+            self.observer.lost(lost)
+        sock, destination = self.test_sock, self.destination
+        assert sock is not None and destination is not None
+        while (packet := sender.outgoing()) is not None and packet.deadline <= now:
+            t1 = time.time_ns()
+            wire = packet.wire(t1)
+            try:
+                sock.sendto(wire, destination)
+            except OSError as error:
+                sender.send_failed(error.strerror or type(error).__name__, now)
+                continue
+            sender.sent(t1, now)
+        self._after_events()
+
+    def _after_events(self) -> None:
+        sender = self.sender
+        assert sender is not None
+        if sender.finished:
+            self.finish(None)
+        else:
+            self.engine._schedule(self, sender.next_deadline())
+
+    def _on_test_socket(self, _mask: int) -> None:
+        sender, sock = self.sender, self.test_sock
+        if sender is None or sock is None:
+            return
+        self._read_send_times()
+        observer = self.observer
+        while True:
+            try:
+                data, ancdata, _flags, source = sock.recvmsg(65535, ANCILLARY_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                # An ICMP error (port unreachable) reported on the socket: nothing was reflected.
+                continue
+            received_ns, _ttl = parse_ancillary(ancdata)
+            t4 = received_ns if received_ns is not None else time.time_ns()
+            event = sender.handle_reply(data, t4=t4, source=(source[0], source[1]))
+            if isinstance(event, Answered):
+                observer.answered(event.reply, event.duplicate)
+        self._after_events()
+
+    def _read_send_times(self) -> None:
+        """Take the kernel's send times off the error queue (which must be emptied anyway:
+        while it holds anything, epoll reports the socket readable)."""
+        sender, sock = self.sender, self.test_sock
+        assert sender is not None and sock is not None
+        while True:
+            try:
+                _data, ancdata, _flags, _address = sock.recvmsg(
+                    0, TX_ANCILLARY_SPACE, socket.MSG_ERRQUEUE
+                )
+            except OSError:  # EAGAIN: the queue is empty
+                return
+            stamp = parse_tx_timestamp(ancdata)
+            if stamp is not None:
+                sender.handle_send_time(*stamp)
+
+    def _watch_control(self) -> None:
+        """During the test the server has nothing to say: data is read and dropped (so that it
+        cannot keep the socket readable), and the end of the connection ends the run."""
+        assert self.control_sock is not None and self.sender is not None
+        try:
+            data = self.control_sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            for lost in self.sender.give_up():
+                self.observer.lost(lost)
+            self.finish("the server closed the control connection during the test")
+
+    def stop_sending(self) -> None:
+        self.stop_requested = True
+        if self.sender is not None:
+            self.sender.stop()
+            self._after_events()
+        elif not self.done:
+            self.finish("interrupted before the test started")
+
+    # The end -----------------------------------------------------------------------------
+
+    def finish(self, error: str | None, hint: str | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        engine = self.engine
+        if self.control_sock is not None:
+            if error is None and self.control is not None:
+                # If this fails, the reflector's Timeout ends the session anyway.
+                with contextlib.suppress(OSError):
+                    self.control_sock.send(stop_sessions(self.control))
+            engine._unregister(self.control_sock.fileno())
+            self.control_sock.close()
+        if self.test_sock is not None:
+            engine._unregister(self.test_sock.fileno())
+            self.test_sock.close()
+        engine._finished(self)
+        if self.sender is None or self.header is None:
+            result = Measurement.failed(self.target, self.test, error or "no result", hint)
+        else:
+            result = Measurement.of(
+                self.target,
+                self.test,
+                self.header,
+                self.sender.outcome,
+                sender_synchronized=self.clock.synchronized,
+                error=error,
+            )
+        self.on_done(result)

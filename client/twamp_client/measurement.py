@@ -1,0 +1,190 @@
+"""What a measurement is asked to do and what it found: plain data, no I/O.
+
+A :class:`Target` names the peer, a :class:`Test` says how to measure it (the same knobs as the
+command line), and a :class:`Measurement` is the result every reporter reads: the figures of
+``--json``, the raw timestamps of ``--raw`` and, when the run failed, the error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+from twamp_common.codes import AUTHENTICATED_TEST_MODES, CONTROL_PORT, TEST_PORT_IANA, Mode
+from twamp_common.stats import Reply, Summary, summarize
+from twamp_common.test_packets import SENDER_HEADER_SIZE, SYMMETRIC_SENDER_PADDING
+from twamp_common.test_session import Lost, Outcome
+
+#: Seconds for connection, greeting and set-up together, unless a Test says otherwise.
+CONNECT_TIMEOUT = 10.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """A TWAMP server (its TWAMP-Control port) or, with ``light``, a TWAMP Light reflector."""
+
+    host: str
+    port: int | None = None
+    light: bool = False
+
+    @property
+    def effective_port(self) -> int:
+        """The port given, or the registered one (862 for both TWAMP-Control and Light)."""
+        if self.port is not None:
+            return self.port
+        return TEST_PORT_IANA if self.light else CONTROL_PORT
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Test:
+    """How to measure: the command line's test, connection and security options."""
+
+    #: Packets to send; 0 sends until the engine is told to stop.
+    count: int = 10
+    interval_ms: float = 1000.0
+    #: "periodic" or "poisson" (exponential gaps of mean ``interval_ms``).
+    schedule: str = "periodic"
+    #: Sender padding; None: from ``size``, else what makes both directions the same size.
+    padding: int | None = None
+    #: UDP payload size of each sender packet (instead of ``padding``).
+    size: int | None = None
+    zero_padding: bool = False
+    dscp: int = 0
+    ttl: int = 255
+    dont_fragment: bool = False
+    #: Seconds to wait for a reply before its packet is lost.
+    wait: float = 1.0
+    #: None: unauthenticated, or with ``key_id`` the strictest mode the server offers.
+    mode: Mode | None = None
+    key_id: str | None = None
+    secret: bytes | None = dataclasses.field(default=None, repr=False)
+    #: UDP port to ask the server to reflect on (0: the server's choice).
+    reflector_port: int = 0
+    #: Local (address, UDP port) to send from.
+    source: tuple[str, int] | None = None
+    #: 4 or 6 to force the address family.
+    family: int | None = None
+    #: Largest PBKDF2 Count accepted from a server.
+    max_count: int = 32768
+    #: Seconds for connection, greeting and set-up together.
+    connect_timeout: float = CONNECT_TIMEOUT
+
+    def sender_padding(self, mode: Mode) -> int:
+        """Sender padding: as given, from ``size``, or what makes both directions the same size.
+
+        ValueError when ``size`` is below the sender header of ``mode``.
+        """
+        authenticated = bool(mode & AUTHENTICATED_TEST_MODES)
+        if self.padding is not None:
+            return self.padding
+        if self.size is not None:
+            header = SENDER_HEADER_SIZE[authenticated]
+            if self.size < header:
+                raise ValueError(f"--size {self.size} is below the {header}-octet sender header")
+            return self.size - header
+        return SYMMETRIC_SENDER_PADDING[authenticated]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Header:
+    """What is being measured, known once the session is set up."""
+
+    host: str
+    address: str
+    port: int
+    mode: str
+    count: int
+    interval_ms: float
+    packet_size: int
+    started: datetime.datetime
+    #: The reflector's UDP test port.
+    test_port: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Measurement:
+    """One finished measurement of one target: figures, or an error, or both (a run cut
+    short)."""
+
+    target: Target
+    test: Test
+    #: None when the run failed before its session was set up.
+    header: Header | None
+    summary: Summary | None
+    outcome: Outcome | None
+    #: Why the run failed or ended early, and what may help.
+    error: str | None = None
+    hint: str | None = None
+    #: Why one-way delays are unreliable, or None when both clocks are synchronised.
+    unsync_reason: str | None = None
+
+    @property
+    def status(self) -> int:
+        """The exit status this measurement alone gives: 0 replies came, 1 every packet was
+        lost, 2 an error."""
+        if self.error is not None:
+            return 2
+        return 0 if self.summary is not None and self.summary.received else 1
+
+    @classmethod
+    def failed(cls, target: Target, test: Test, error: str, hint: str | None = None) -> Measurement:
+        """A measurement that never got to send."""
+        return cls(target, test, None, None, None, error=error, hint=hint)
+
+    @classmethod
+    def of(
+        cls,
+        target: Target,
+        test: Test,
+        header: Header,
+        outcome: Outcome,
+        *,
+        sender_synchronized: bool,
+        error: str | None = None,
+    ) -> Measurement:
+        """The figures of ``outcome``."""
+        summary = summarize(
+            outcome.sent,
+            outcome.replies,
+            sender_synchronized=sender_synchronized,
+            reflector_synchronized=outcome.reflector_synchronized,
+            initial_ttl=test.ttl,
+        )
+        return cls(
+            target,
+            test,
+            header,
+            summary,
+            outcome,
+            error=error,
+            unsync_reason=unsync_reason(outcome, sender_synchronized),
+        )
+
+
+def unsync_reason(outcome: Outcome, sender_synchronized: bool) -> str | None:
+    """Why one-way delays cannot be trusted, in one phrase; None when they can."""
+    if not sender_synchronized:
+        return "this host's clock is not synchronised (check chrony/ntpd: timedatectl)"
+    if not outcome.reflector_synchronized:
+        return "the reflector says its clock is not synchronised"
+    if any(reply.outbound < 0 or reply.inbound < 0 for reply in outcome.replies):
+        return "some one-way delays are negative, so the clocks disagree"
+    return None
+
+
+def packet_size(test: Test, mode: Mode) -> int:
+    """UDP payload octets of each sender packet."""
+    return SENDER_HEADER_SIZE[bool(mode & AUTHENTICATED_TEST_MODES)] + test.sender_padding(mode)
+
+
+class Observer:
+    """What a run tells as it goes (the text report's line per packet); does nothing here."""
+
+    def started(self, header: Header) -> None:
+        """The session is set up and its first packet is about to leave."""
+
+    def answered(self, reply: Reply, duplicate: bool) -> None:
+        """A valid reply came."""
+
+    def lost(self, lost: Lost) -> None:
+        """A packet was given up."""

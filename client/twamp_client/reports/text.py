@@ -1,0 +1,127 @@
+"""ping-like text: a line per reply as it comes, then the summary of a measurement.
+
+Text output is in milliseconds with microsecond precision.  One-way delays need synchronised
+clocks; when either side says its clock is not synchronised, or a delay comes out negative, the
+figures are still printed (never clamped) but marked, with one plain sentence saying why.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+from twamp_common.stats import Reply, Summary
+from twamp_common.test_session import Lost
+
+from ..measurement import Header, Measurement, Observer
+from .units import ms
+
+UNSYNC_NOTE = "one-way delays are unreliable: {why}; round-trip figures do not depend on the clocks"
+
+
+class TextReport(Observer):
+    """The header line when the session starts, a line per packet (unless ``per_packet`` is
+    off), and :meth:`summary` at the end."""
+
+    def __init__(self, *, per_packet: bool, out: IO[str] = sys.stdout) -> None:
+        self.per_packet = per_packet
+        self.out = out
+
+    def started(self, header: Header) -> None:
+        self.out.write(header_line(header))
+        self.out.flush()
+
+    def answered(self, reply: Reply, duplicate: bool) -> None:
+        if not self.per_packet:
+            return
+        suffix = " (duplicate)" if duplicate else ""
+        mark = "" if reply.outbound >= 0 and reply.inbound >= 0 else "*"
+        self.out.write(
+            f"seq={reply.sender_seq} rtt={ms(reply.round_trip)} ms"
+            f" out={ms(reply.outbound)}{mark} ms in={ms(reply.inbound)}{mark} ms"
+            f" ttl={reply.sender_ttl}{suffix}\n"
+        )
+        self.out.flush()
+
+    def lost(self, lost: Lost) -> None:
+        if self.per_packet:
+            reason = "" if lost.send_error is None else f" (not sent: {lost.send_error})"
+            self.out.write(f"seq={lost.seq} lost{reason}\n")
+            self.out.flush()
+
+    def summary(self, measurement: Measurement) -> None:
+        """The statistics block of a measurement that has figures."""
+        if measurement.header is not None and measurement.summary is not None:
+            write_summary(measurement.header, measurement.summary, measurement, self.out)
+
+
+def header_line(header: Header) -> str:
+    shown = header.host if header.host == header.address else f"{header.host} ({header.address})"
+    return (
+        f"TWAMP {shown} port {header.port}, {header.mode} mode: {header.count} packets of"
+        f" {header.packet_size} octets every {header.interval_ms:g} ms\n"
+    )
+
+
+def write_block(measurement: Measurement, out: IO[str]) -> None:
+    """One target's block after a run of many: its header and summary, or its error."""
+    target = measurement.target
+    if measurement.header is None:
+        out.write(f"--- {target.host} port {target.effective_port}: {measurement.error} ---\n")
+        if measurement.hint:
+            out.write(f"hint: {measurement.hint}\n")
+        return
+    out.write(header_line(measurement.header))
+    if measurement.summary is not None:
+        write_summary(measurement.header, measurement.summary, measurement, out)
+    if measurement.error is not None:
+        out.write(f"error: {measurement.error}\n")
+
+
+def write_summary(header: Header, summary: Summary, measurement: Measurement, out: IO[str]) -> None:
+    write = out.write
+    write(f"--- {header.host} port {header.port} TWAMP statistics ---\n")
+    split = ""
+    if summary.forward_lost is not None and summary.reverse_lost is not None:
+        split = f" (forward {summary.forward_lost}, reverse {summary.reverse_lost})"
+    write(
+        f"{summary.sent} sent, {summary.received} received, {summary.loss_percent:.1f}% loss"
+        f"{split}, {summary.duplicates} duplicates, {summary.reordered} reordered\n"
+    )
+    outcome = measurement.outcome
+    if outcome is not None and outcome.send_errors:
+        reasons = ", ".join(f"{count} {why}" for why, count in outcome.send_errors.items())
+        write(f"{sum(outcome.send_errors.values())} sends failed: {reasons}\n")
+    rtt = summary.round_trip
+    if rtt is None:
+        return
+    write(
+        f"round trip min/avg/max/stddev = {ms(rtt.min)}/{ms(rtt.avg)}/{ms(rtt.max)}/"
+        f"{ms(rtt.stddev)} ms, median {ms(rtt.median)}, p95 {ms(rtt.p95)},"
+        f" p99 {ms(rtt.p99)} ms\n"
+    )
+    if summary.jitter_rfc3550 is not None:
+        ipdv = summary.ipdv
+        extra = (
+            ""
+            if ipdv is None
+            else (f", IPDV min/avg/max = {ms(ipdv.min)}/{ms(ipdv.avg)}/{ms(ipdv.max)} ms")
+        )
+        write(f"jitter {ms(summary.jitter_rfc3550)} ms (RFC 3550){extra}\n")
+    unsync_reason = measurement.unsync_reason
+    mark = "" if unsync_reason is None else " (unsynchronised clocks)"
+    for name, dist, jitter in (
+        ("outbound", summary.outbound, summary.outbound_jitter),
+        ("inbound ", summary.inbound, summary.inbound_jitter),
+    ):
+        if dist is not None:
+            tail = "" if jitter is None else f", jitter {ms(jitter)} ms"
+            write(
+                f"{name} min/avg/max = {ms(dist.min)}/{ms(dist.avg)}/{ms(dist.max)} ms"
+                f"{tail}{mark}\n"
+            )
+    if summary.hops is not None:
+        low, high = summary.hops
+        write(f"hops {low}\n" if low == high else f"hops {low} to {high}\n")
+    if unsync_reason is not None:
+        write(UNSYNC_NOTE.format(why=unsync_reason) + "\n")

@@ -1,0 +1,76 @@
+"""A monotonic timer with nanosecond resolution that ``epoll`` can wait on (Linux timerfd).
+
+Why not ``epoll.poll(timeout)``: Python passes the timeout to ``epoll_wait`` in whole
+milliseconds, rounded up, so every wake-up would be up to 1 ms late; a timerfd armed at an
+absolute CLOCK_MONOTONIC instant fires within the kernel's timer slack (tens of µs).  Python
+exposes timerfd only from 3.13, so this calls libc directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import time
+
+_CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
+_TFD_NONBLOCK = os.O_NONBLOCK
+_TFD_CLOEXEC = os.O_CLOEXEC
+_TFD_TIMER_ABSTIME = 1
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.timerfd_settime.argtypes = [
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.POINTER(_Itimerspec),
+    ctypes.POINTER(_Itimerspec),
+]
+
+
+class Timer:
+    """One timerfd: :meth:`arm` at an absolute monotonic time, readable when it has fired."""
+
+    def __init__(self) -> None:
+        fd = _libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        if fd < 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+        self._fd: int = fd
+        self._spec = _Itimerspec()
+        self._pointer = ctypes.pointer(self._spec)
+        self.armed_at: int | None = None
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def arm(self, at_ns: int) -> None:
+        """Fire at monotonic ``at_ns`` (at once if it has passed)."""
+        if at_ns == self.armed_at:
+            return
+        value = self._spec.it_value
+        # 0 would disarm the timer: a time in the past fires at once, so 1 ns will do.
+        value.tv_sec, value.tv_nsec = divmod(max(at_ns, 1), 1_000_000_000)
+        if _libc.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, self._pointer, None) < 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+        self.armed_at = at_ns
+
+    def acknowledge(self) -> None:
+        """Read the expiry count, so that the timer is no longer readable."""
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._fd, 8)
+        self.armed_at = None
+
+    def close(self) -> None:
+        os.close(self._fd)

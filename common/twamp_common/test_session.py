@@ -1,0 +1,336 @@
+"""The Session-Sender of one TWAMP-Test session, apart from I/O (RFC 5357 §4.1, RFC 4656 §4.1).
+
+The driver owns the socket and the clocks and tells this object what happened; the object says
+what to send next, when it next needs the driver's attention, and what each reply means.  It is
+in the style of aioquic's connection: ``now`` (a monotonic nanosecond reading) in,
+:meth:`SessionSender.next_deadline` out, :meth:`SessionSender.handle_timer` when that time comes.
+Wall-clock times are data and are passed in too: T1 read just before ``sendto``, the kernel's
+send time when it reports one, the kernel's T4.
+
+Why apart from I/O: the accounting of a run (sent, lost, late, duplicate, invalid, send errors)
+is the part that must be exact, and every driver (one blocking run, an engine running hundreds of
+sessions, a monitor) must agree on it.  Here it is one piece of code, tested with made-up clocks.
+
+Rules the accounting keeps:
+
+* A packet is given up as lost ``wait_ns`` after it was sent, in sequence order; a reply that
+  comes after that is *late*, not received.
+* A packet whose send failed (no route, a firewall's EPERM) counts as sent and lost, with the
+  reason; the run goes on to its count, as ``ping`` does.
+* A reply is accepted only from the address and port its packets went to, only if it decodes
+  (and, in the secure modes, passes its HMAC), and only for a sequence number that was sent;
+  anything else is counted as invalid with its reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import struct
+
+from .codes import AUTHENTICATED_TEST_MODES, Mode
+from .crypto import TestPacketProtection
+from .errors import AuthenticationError, ProtocolError
+from .schedule import Schedule
+from .stats import Reply
+from .test_packets import ReflectorPacket, SenderPacket
+from .timestamp import ErrorEstimate, ns_to_ntp, ntp_to_ns
+
+_NTP = struct.Struct("!Q")
+_SEQ = struct.Struct("!I")
+#: Offset of T1 in a sender packet, by ``authenticated``.
+_T1_OFFSET = {False: 4, True: 16}
+
+#: Reasons a reply is not accepted (the keys of :attr:`Outcome.invalid`).
+FOREIGN_SOURCE = "from an address or port the packets were not sent to"
+FAILED_HMAC = "failed its HMAC"
+MALFORMED = "malformed"
+NEVER_SENT = "answers a packet never sent"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SenderPlan:
+    """What one Session-Sender sends, and where its replies must come from."""
+
+    #: Packets to send; 0 sends until :meth:`SessionSender.stop`.
+    count: int
+    schedule: Schedule
+    #: The security mode: decides the packet layout and what is encrypted.
+    mode: Mode
+    #: Keys of the authenticated and encrypted modes, None otherwise.
+    protection: TestPacketProtection | None
+    #: The session's padding octets, ``schedule.max_padding`` long: pseudo-random or all zero
+    #: (RFC 4656 §4.1.2), drawn once per session by the caller; each packet takes its prefix.
+    padding: bytes
+    #: Our Error Estimate (16-bit wire value).
+    error_estimate: int
+    #: How long to wait for a reply before its packet is lost.
+    wait_ns: int
+    #: (address, port) the packets go to, as the socket reports a datagram's source.
+    reflector: tuple[str, int]
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise ValueError(f"a negative count ({self.count}) of packets")
+        if len(self.padding) < self.schedule.max_padding:
+            raise ValueError(
+                f"{len(self.padding)} padding octets, the schedule needs"
+                f" {self.schedule.max_padding}"
+            )
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether packets use the authenticated/encrypted layout (48/112 octet headers)."""
+        return bool(self.mode & AUTHENTICATED_TEST_MODES)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outgoing:
+    """The next packet, prepared before its deadline so that only T1 is left to write."""
+
+    seq: int
+    #: Monotonic time it is due.
+    deadline: int
+    _buffer: bytearray
+    _stamp_at: int
+    _protection: TestPacketProtection | None
+
+    def wire(self, t1: int) -> bytes | bytearray:
+        """The octets to send, stamped with ``t1`` (wall-clock ns read just before sending).
+
+        In the encrypted mode T1 lies inside the encrypted block, so the packet is sealed after
+        stamping; in the authenticated mode it lies outside the HMAC and was sealed already.
+        """
+        _NTP.pack_into(self._buffer, self._stamp_at, ns_to_ntp(t1))
+        if self._protection is not None:
+            return self._protection.seal_sender(bytes(self._buffer))
+        return self._buffer
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answered:
+    """A valid reply; ``duplicate`` when its packet was answered before."""
+
+    reply: Reply
+    duplicate: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rejected:
+    """A datagram that is not a valid reply, and why."""
+
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Late:
+    """A reply to a packet already given up as lost."""
+
+    seq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Lost:
+    """A packet given up: no reply within the wait, or (``send_error``) it never left."""
+
+    seq: int
+    send_error: str | None = None
+
+
+ReplyEvent = Answered | Rejected | Late
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """What a session sent and what came back."""
+
+    sent: int = 0
+    #: Every valid reply, duplicates included, in arrival order.
+    replies: list[Reply] = dataclasses.field(default_factory=list)
+    #: T1 of each packet by sequence number: the kernel's send time once it reported it, the
+    #: time read before ``sendto`` until then (or if it never does).
+    send_times: list[int] = dataclasses.field(default_factory=list)
+    #: Whether every reply's Error Estimate said the reflector's clock is synchronised.
+    reflector_synchronized: bool = True
+    #: Datagrams that were not valid replies, by reason.
+    invalid: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    #: Replies that came after their packet was given up (not counted as replies).
+    late: int = 0
+    #: Packets whose send failed, by reason (each counted as sent and lost).
+    send_errors: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+
+
+class SessionSender:
+    """One test session's schedule and bookkeeping, driven by the caller's clock."""
+
+    def __init__(self, plan: SenderPlan, *, now: int) -> None:
+        self.plan = plan
+        self.outcome = Outcome()
+        self._next_at = now
+        self._stopped = False
+        #: Monotonic time each packet was sent (or its send failed), by sequence number.
+        self._sent_at: list[int] = []
+        #: Per sequence number: 1 once answered.
+        self._answered = bytearray()
+        #: Per sequence number: the send error, for the few that failed.
+        self._failed: dict[int, str] = {}
+        #: Lowest sequence number neither answered nor given up.
+        self._next_lost = 0
+        #: Whether the kernel's send times may still be matched to sequence numbers.
+        self._kernel_times = True
+        self._kernel_sent = bytearray()
+        self._templates: dict[int, bytearray] = {}
+
+    # The schedule -------------------------------------------------------------------------
+
+    @property
+    def sending(self) -> bool:
+        """Whether packets are still to be sent."""
+        count = self.plan.count
+        return not self._stopped and (count == 0 or self.outcome.sent < count)
+
+    @property
+    def finished(self) -> bool:
+        """Nothing left to send and every packet answered or given up."""
+        return not self.sending and self._next_lost >= self.outcome.sent
+
+    def next_deadline(self) -> int | None:
+        """When the driver must next call: the next send or the next give-up; None when
+        finished."""
+        deadline = self._next_at if self.sending else None
+        if self._next_lost < self.outcome.sent:
+            seq = self._next_lost
+            give_up = self._sent_at[seq] + (0 if seq in self._failed else self.plan.wait_ns)
+            deadline = give_up if deadline is None else min(deadline, give_up)
+        return deadline
+
+    def outgoing(self) -> Outgoing | None:
+        """The next packet, or None when nothing is left to send."""
+        if not self.sending:
+            return None
+        plan = self.plan
+        seq = self.outcome.sent
+        padding = plan.schedule.padding(seq)
+        buffer = self._templates.get(padding)
+        if buffer is None:
+            packet = SenderPacket(0, 0, plan.error_estimate, plan.padding[:padding])
+            buffer = self._templates[padding] = bytearray(packet.pack(plan.authenticated))
+        _SEQ.pack_into(buffer, 0, seq)
+        protection = plan.protection
+        if plan.mode == Mode.AUTHENTICATED and protection is not None:
+            buffer = bytearray(protection.seal_sender(bytes(buffer)))
+            protection = None  # sealed already: T1 is outside the HMAC
+        elif plan.mode != Mode.ENCRYPTED:
+            protection = None
+        return Outgoing(seq, self._next_at, buffer, _T1_OFFSET[plan.authenticated], protection)
+
+    def sent(self, t1: int, now: int) -> None:
+        """The packet of :meth:`outgoing` left at wall-clock ``t1`` (ns)."""
+        self.outcome.send_times.append(t1)
+        self._advance(now)
+
+    def send_failed(self, reason: str, now: int) -> None:
+        """The packet of :meth:`outgoing` could not be sent: sent and lost, for ``reason``.
+
+        The kernel's send-time counter may or may not have counted the failed datagram, so
+        later reports can no longer be matched to sequence numbers: T1 stays the user-space
+        time for the rest of the session.
+        """
+        seq = self.outcome.sent
+        self._failed[seq] = reason
+        self.outcome.send_errors[reason] += 1
+        self.outcome.send_times.append(0)
+        self._kernel_times = False
+        self._advance(now)
+
+    def _advance(self, now: int) -> None:
+        seq = self.outcome.sent
+        self.outcome.sent += 1
+        self._sent_at.append(now)
+        self._answered.append(0)
+        self._kernel_sent.append(0)
+        self._next_at += self.plan.schedule.gap(seq)
+
+    def stop(self) -> None:
+        """Send nothing more; packets in flight are still waited for (Ctrl-C, a shutdown)."""
+        self._stopped = True
+
+    def handle_timer(self, now: int) -> list[Lost]:
+        """Give up, in order, every packet whose wait is over; the packets given up."""
+        lost: list[Lost] = []
+        sent_at, answered, wait = self._sent_at, self._answered, self.plan.wait_ns
+        while self._next_lost < self.outcome.sent:
+            seq = self._next_lost
+            if not answered[seq]:
+                error = self._failed.get(seq)
+                if error is None and sent_at[seq] + wait > now:
+                    break
+                lost.append(Lost(seq, error))
+            self._next_lost += 1
+        return lost
+
+    def give_up(self) -> list[Lost]:
+        """Give up every packet still waited for (the control connection died)."""
+        self._stopped = True
+        lost = [
+            Lost(seq, self._failed.get(seq))
+            for seq in range(self._next_lost, self.outcome.sent)
+            if not self._answered[seq]
+        ]
+        self._next_lost = self.outcome.sent
+        return lost
+
+    # What comes back ----------------------------------------------------------------------
+
+    def handle_send_time(self, counter: int, sent_ns: int) -> None:
+        """The kernel's report that datagram number ``counter`` left at ``sent_ns``.
+
+        The socket's counter starts at 0 with the first datagram, so it is the sequence number
+        while nothing else is sent on the socket and no send has failed.
+        """
+        if not self._kernel_times or counter >= self.outcome.sent or self._kernel_sent[counter]:
+            return
+        self.outcome.send_times[counter] = sent_ns
+        self._kernel_sent[counter] = 1
+
+    def handle_reply(self, data: bytes, *, t4: int, source: tuple[str, int]) -> ReplyEvent:
+        """What the datagram ``data`` from ``source``, received at wall-clock ``t4``, is."""
+        plan = self.plan
+        if source != plan.reflector:
+            return self._reject(FOREIGN_SOURCE)
+        try:
+            if plan.protection is not None:
+                data = plan.protection.open_reflector(data)
+            packet = ReflectorPacket.unpack(data, plan.authenticated)
+        except AuthenticationError:
+            return self._reject(FAILED_HMAC)
+        except ProtocolError:
+            return self._reject(MALFORMED)
+        seq = packet.sender_seq
+        if seq >= self.outcome.sent or seq in self._failed:
+            return self._reject(NEVER_SENT)
+        duplicate = bool(self._answered[seq])
+        if seq < self._next_lost and not duplicate:
+            self.outcome.late += 1
+            return Late(seq)
+        if not ErrorEstimate.from_wire(packet.error_estimate).synchronized:
+            self.outcome.reflector_synchronized = False
+        reply = Reply(
+            sender_seq=seq,
+            reflector_seq=packet.seq,
+            t1=self.outcome.send_times[seq],
+            t2=ntp_to_ns(packet.receive_timestamp),
+            t3=ntp_to_ns(packet.timestamp),
+            t4=t4,
+            sender_ttl=packet.sender_ttl,
+            t1_packet=ntp_to_ns(packet.sender_timestamp),
+        )
+        self._answered[seq] = 1
+        while self._next_lost < self.outcome.sent and self._answered[self._next_lost]:
+            self._next_lost += 1
+        self.outcome.replies.append(reply)
+        return Answered(reply, duplicate)
+
+    def _reject(self, reason: str) -> Rejected:
+        self.outcome.invalid[reason] += 1
+        return Rejected(reason)
