@@ -104,6 +104,7 @@ class Engine:
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._register(self._wake_read, select.EPOLLIN, self._woken)
         self._stop_sending = False
+        self._forever = False
 
     # What callers use ------------------------------------------------------------------
 
@@ -120,18 +121,26 @@ class Engine:
         self._stop_sending = True
         self._wake()
 
-    def run(self) -> None:
-        """Run until every submitted measurement is done."""
+    def run(self, *, forever: bool = False) -> None:
+        """Run until every submitted measurement is done; with ``forever``, until
+        :meth:`shutdown` (submissions from other threads keep it busy meanwhile)."""
+        self._forever = forever
         self._admit()
-        while self._runs or self._inbox:
+        while self._forever or self._runs or self._inbox:
             self._fire_due()
-            if not self._runs and not self._inbox:
+            if not (self._forever or self._runs or self._inbox):
                 break
             self._arm()
             for fd, mask in self._epoll.poll():
                 handler = self._handlers.get(fd)
                 if handler is not None:
                     handler(mask)
+
+    def shutdown(self) -> None:
+        """End :meth:`run`: nothing more is sent, replies in flight are waited for, then it
+        returns.  Safe from any thread and from a signal handler."""
+        self._forever = False
+        self.stop_sending()
 
     def close(self) -> None:
         for run in list(self._runs):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from typing import ClassVar
 
 from twamp_common.codes import AUTHENTICATED_TEST_MODES, CONTROL_PORT, TEST_PORT_IANA, Mode
 from twamp_common.stats import Reply, Summary, summarize
@@ -38,6 +39,9 @@ class Target:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Test:
     """How to measure: the command line's test, connection and security options."""
+
+    #: Not a test case, for pytest's collector.
+    __test__: ClassVar[bool] = False
 
     #: Packets to send; 0 sends until the engine is told to stop.
     count: int = 10

@@ -16,7 +16,8 @@ def write(measurements: list[Measurement], out: IO[str] = sys.stdout) -> None:
     rows: list[tuple[str, ...]] = []
     for measurement in measurements:
         target = measurement.target
-        name = target.host if target.port is None else f"{target.host}:{target.port}"
+        host = f"[{target.host}]" if ":" in target.host else target.host
+        name = host if target.port is None else f"{host}:{target.port}"
         summary = measurement.summary
         if summary is None:
             rows.append((name, "-", "-", "-", f"error: {measurement.error}", ""))
