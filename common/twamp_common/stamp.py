@@ -246,6 +246,8 @@ def build_sender_packet(
     if authenticated and key is None:
         raise ValueError("authenticated mode needs a key")
     values = list(tlvs)
+    if any(isinstance(value, stamp_tlv.Hmac) for value in values):
+        raise ValueError("the HMAC TLV is the builder's to add: pass a key instead")
     base = BASE_SIZE[authenticated]
     sealed = key is not None and (bool(values) or (size is not None and size > base))
     length = base + len(stamp_tlv.encode(values))
