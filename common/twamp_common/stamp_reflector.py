@@ -257,13 +257,7 @@ class _Answer:
         if kind == TlvType.LOCATION:
             return self._location(frame) if length >= 4 else _M
         if kind == TlvType.TIMESTAMP_INFORMATION:
-            if length < 4:
-                return _M
-            config = self.config
-            packet[at : at + 4] = bytes(
-                (config.sync_source, config.timestamp_in, config.sync_source, config.timestamp_out)
-            )
-            return self._unknown_subs(frame)
+            return self._timestamp_information(frame) if length >= 4 else _M
         fixed = _FIXED_SIZE.get(kind)
         if fixed is None:
             return _U
@@ -305,13 +299,18 @@ class _Answer:
         subs = stamp_tlv.frames(self.packet, frame.value_offset + start, frame.end)
         return None if subs and not subs[-1].complete else subs
 
-    def _unknown_subs(self, frame: Frame) -> int:
-        """Timestamp Information: no sub-TLV is defined, so each one is flagged U."""
+    def _timestamp_information(self, frame: Frame) -> int:
+        """Our clock's codes; no sub-TLV is defined for this TLV, so each one is flagged U."""
         subs = self._subs(frame, 4)
         if subs is None:
             return _M
+        config, packet = self.config, self.packet
+        at = frame.value_offset
+        packet[at : at + 4] = bytes(
+            (config.sync_source, config.timestamp_in, config.sync_source, config.timestamp_out)
+        )
         for sub in subs:
-            self.packet[sub.offset] = _U
+            packet[sub.offset] = _U
         return 0
 
     def _location(self, frame: Frame) -> int:

@@ -250,8 +250,11 @@ def test_overrunning_tlv_is_flagged_m_and_nothing_grows() -> None:
         assert len(out) == len(sent)
         assert out[44] == TlvFlags.MALFORMED
         assert out[45:] == sent[45:]
-    sub_overrun = request() + bytes.fromhex("80020008 00000000 80010010")
-    assert answer(sub_overrun)[44] == TlvFlags.MALFORMED
+    for tlv in ("80020008 00000000 80010010", "80030008 09090909 80010010"):
+        sub_overrun = request() + bytes.fromhex(tlv)
+        out = answer(sub_overrun, arrival=ARRIVAL)
+        assert out[44] == TlvFlags.MALFORMED
+        assert out[45:] == sub_overrun[45:]  # nothing filled in
 
 
 def test_reserved_flag_bits_are_zeroed_in_the_reply() -> None:
