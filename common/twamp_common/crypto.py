@@ -157,6 +157,11 @@ class RunningHMAC:
         return "RunningHMAC()"
 
 
+def stamp_hmac(key: bytes, data: bytes) -> bytes:
+    """STAMP's HMAC: HMAC-SHA-256 truncated to 16 octets (RFC 8762 §4.4, RFC 8972 §4.8)."""
+    return hmac.new(key, data, hashlib.sha256).digest()[:HMAC_SIZE]
+
+
 def keys_for_test_session(sid: bytes, keys: SessionKeys) -> SessionKeys:
     """A test session's keys: the control session keys encrypted with the SID as the AES key.
 

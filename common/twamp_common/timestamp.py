@@ -37,6 +37,21 @@ def ntp_to_ns(ntp: int) -> int:
     return (seconds - NTP_UNIX_OFFSET) * _NS + ((ntp & (_FRAC - 1)) * _NS + _FRAC // 2) // _FRAC
 
 
+def ptp_to_ns(ptp: int) -> int:
+    """PTPv2 truncated timestamp (32 bits of seconds, 32 of nanoseconds; RFC 8186) -> Unix ns.
+
+    The PTP epoch is read as the Unix epoch and the TAI-UTC offset is not applied: what RFC 8186
+    senders put on the wire in practice.  The 2106 wrap of 32-bit seconds is not resolved.
+    """
+    return (ptp >> 32) * _NS + (ptp & (_FRAC - 1))
+
+
+def ns_to_ptp(unix_ns: int) -> int:
+    """Unix nanoseconds -> PTPv2 truncated timestamp (the inverse of :func:`ptp_to_ns`)."""
+    seconds, rest = divmod(unix_ns, _NS)
+    return ((seconds % _ERA) << 32) | rest
+
+
 def ntp_interval_to_ns(ntp: int) -> int:
     """A duration in timestamp format (e.g. Request-TW-Session Timeout) -> nanoseconds."""
     return (ntp >> 32) * _NS + ((ntp & (_FRAC - 1)) * _NS + _FRAC // 2) // _FRAC

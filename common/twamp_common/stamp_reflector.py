@@ -1,0 +1,367 @@
+"""The STAMP Session-Reflector without I/O (RFC 8762 §4.3, RFC 8972 §4).
+
+:func:`reflect` turns one received packet and what the socket knew about it (:class:`Arrival`)
+into the reply, a :class:`Reflection` whose :meth:`~Reflection.finish` writes T3 (and the HMAC
+that covers it) as the last thing before sending.  The reply starts as a copy of the request:
+every TLV is answered in place, at its offset and in its length, so the reply is exactly as long
+as the request and no input can make it longer.  A TLV that asks for more than its room holds is
+flagged (M), never grown.
+
+Readings of RFC 8972 where it leaves a choice (docs/conformance.md lists them):
+
+* a Length that runs past the packet sets M on that TLV and ends TLV processing (there is no
+  framing after it); a Length that is merely wrong for the Type sets M and processing goes on;
+* when the extensions fail integrity (HMAC TLV missing in authenticated mode, misplaced,
+  repeated, without a key, or not matching) every TLV is echoed unchanged with I set;
+* a TLV or sub-TLV the reflector understands but cannot fill because the I/O layer did not
+  say (no TOS byte, no counters, an IPv4 sub-TLV for an IPv6 packet) is zeroed with U set;
+* a Class of Service DSCP1 outside ``permitted_dscp`` is not used: RP = 1, and the caller
+  sends with its default marking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import struct
+from collections.abc import Hashable
+
+from . import stamp_tlv
+from .stamp import (
+    BASE_SIZE,
+    TIMESTAMP_OFFSET,
+    FollowUp,
+    StampReflectorPacket,
+    StampSenderPacket,
+    hmac_frame,
+    seal_tlvs,
+    sign,
+    tlv_integrity,
+)
+from .stamp_tlv import Frame, LocationSubType, SyncSource, TimestampMethod, TlvFlags, TlvType
+from .test_packets import ReflectorPacket
+from .timestamp import ErrorEstimate, ns_to_ntp
+
+_U = int(TlvFlags.UNRECOGNIZED)
+_M = int(TlvFlags.MALFORMED)
+_I = int(TlvFlags.INTEGRITY)
+_MASK32 = 0xFFFFFFFF
+#: Value sizes of the TLVs that have exactly one.
+_FIXED_SIZE: dict[int, int] = {
+    TlvType.CLASS_OF_SERVICE: 4,
+    TlvType.DIRECT_MEASUREMENT: 12,
+    TlvType.ACCESS_REPORT: 4,
+    TlvType.FOLLOW_UP_TELEMETRY: 16,
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReflectorConfig:
+    """How a reflector answers: fixed for a listening socket."""
+
+    #: Error Estimate of our T2 and T3 (NTP format, Z = 0).
+    error_estimate: ErrorEstimate
+    #: RFC 8762 §4.2.2 / §4.3.2 layouts and HMAC; needs a key per packet.
+    authenticated: bool = False
+    #: Timestamp Information TLV: our clock's synchronisation and how T2 and T3 are taken.
+    sync_source: int = SyncSource.NTP
+    timestamp_in: int = TimestampMethod.SW_LOCAL
+    timestamp_out: int = TimestampMethod.SW_LOCAL
+    #: False: an RFC 8762-only reflector that copies whatever follows the base packet.
+    extensions: bool = True
+    #: DSCP values a Class of Service TLV may ask for the reply; None: any.
+    permitted_dscp: frozenset[int] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Arrival:
+    """What the I/O layer knows about a received packet; None where it does not know."""
+
+    #: TTL (IPv4) or Hop Limit (IPv6) as received; 255 when unknown (RFC 8762 §4.3.1).
+    ttl: int = 255
+    #: The TOS / Traffic Class octet as received (DSCP and ECN).
+    tos: int | None = None
+    #: The sender's address and UDP port as the packet arrived.
+    source: tuple[str, int] | None = None
+    #: Our address and UDP port the packet was sent to.
+    destination: tuple[str, int] | None = None
+    #: The Ethernet source address of the frame (6 octets).
+    source_mac: bytes | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Counters:
+    """Test packets of one session: received by the reflector and sent by it."""
+
+    received: int = 0
+    transmitted: int = 0
+
+
+class ReflectorState:
+    """The stateful mode's per-session counters (RFC 8762 §4.3.1), keyed by the caller's session.
+
+    A session is the caller's key (addresses and ports, say) together with the SSID.  At most
+    ``max_sessions`` are kept: the one least recently seen is forgotten first, and restarts from
+    zero if it comes back.
+    """
+
+    __slots__ = ("_max", "_sessions")
+
+    def __init__(self, max_sessions: int = 65536) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        self._max = max_sessions
+        self._sessions: dict[Hashable, Counters] = {}
+
+    def counters(self, session: Hashable) -> Counters:
+        """The counters of ``session``, created at zero; marks it most recently seen."""
+        sessions = self._sessions
+        found = sessions.pop(session, None)
+        if found is None:
+            found = Counters()
+            if len(sessions) >= self._max:
+                del sessions[next(iter(sessions))]
+        sessions[session] = found
+        return found
+
+    def forget(self, session: Hashable) -> None:
+        self._sessions.pop(session, None)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+@dataclasses.dataclass(slots=True)
+class Reflection:
+    """A reply ready but for T3: call :meth:`finish` just before sending."""
+
+    packet: bytearray
+    #: Our Sequence Number in this reply (what a later Follow-Up Telemetry TLV names).
+    seq: int
+    sender_seq: int
+    ssid: int
+    #: The DSCP a Class of Service TLV asked for the reply (and we accepted); None: default.
+    reply_dscp: int | None
+    authenticated: bool
+    key: bytes | None = dataclasses.field(repr=False)
+
+    def finish(self, t3_ns: int) -> bytes:
+        """The reply's octets with T3 = ``t3_ns`` (and, authenticated, its HMAC)."""
+        packet = self.packet
+        struct.pack_into("!Q", packet, TIMESTAMP_OFFSET[self.authenticated], ns_to_ntp(t3_ns))
+        if self.authenticated:
+            sign(packet, self.key)
+        return bytes(packet)
+
+
+def reflect(
+    request: bytes | bytearray,
+    *,
+    t2_ns: int,
+    config: ReflectorConfig,
+    arrival: Arrival | None = None,
+    key: bytes | None = None,
+    state: ReflectorState | None = None,
+    session: Hashable = None,
+    counters: Counters | None = None,
+    follow_up: FollowUp | None = None,
+) -> Reflection:
+    """The reply to the Session-Sender packet ``request``.
+
+    Stateless mode (``state`` None): our Sequence Number is the sender's.  Stateful mode: it
+    counts our replies in the session ``(session, SSID)`` from zero, and ``state`` also counts
+    for the Direct Measurement TLV; in stateless mode ``counters`` may supply those.
+    ``follow_up`` is our previous reply in this session as it really left (its seq and the
+    kernel's transmit time), for the Follow-Up Telemetry TLV.  ``key`` is the session's key:
+    required in authenticated mode, and it verifies and seals an HMAC TLV in either mode.
+
+    Raises :class:`~twamp_common.errors.RemoteProtocolError` when the request is shorter than
+    a base packet and :class:`~twamp_common.errors.AuthenticationError` when its HMAC fails (or
+    no key is given in authenticated mode): the packet is then to be dropped.  Nothing else.
+    """
+    arrival = arrival or Arrival()
+    authenticated = config.authenticated
+    sender = StampSenderPacket.unpack(request, authenticated=authenticated, key=key)
+    if state is not None:
+        counters = state.counters((session, sender.ssid))
+        counters.received += 1
+        seq = counters.transmitted & _MASK32
+        counters.transmitted += 1
+    else:
+        seq = sender.seq
+    base = ReflectorPacket(
+        seq,
+        0,
+        config.error_estimate.to_wire(),
+        ns_to_ntp(t2_ns),
+        sender.seq,
+        sender.timestamp,
+        sender.error_estimate,
+        min(max(arrival.ttl, 0), 255),
+    )
+    packet = bytearray(request)
+    size = BASE_SIZE[authenticated]
+    packet[:size] = StampReflectorPacket(base, sender.ssid).header(authenticated)
+    reply_dscp = None
+    if config.extensions and len(packet) > size:
+        answer = _Answer(packet, size, config, arrival, counters, follow_up)
+        reply_dscp = answer.run(request, key)
+    return Reflection(packet, seq, sender.seq, sender.ssid, reply_dscp, authenticated, key)
+
+
+class _Answer:
+    """Answers the TLVs of one reply in place."""
+
+    __slots__ = ("arrival", "base", "config", "counters", "follow_up", "packet", "reply_dscp")
+
+    def __init__(
+        self,
+        packet: bytearray,
+        base: int,
+        config: ReflectorConfig,
+        arrival: Arrival,
+        counters: Counters | None,
+        follow_up: FollowUp | None,
+    ) -> None:
+        self.packet = packet
+        self.base = base
+        self.config = config
+        self.arrival = arrival
+        self.counters = counters
+        self.follow_up = follow_up
+        self.reply_dscp: int | None = None
+
+    def run(self, request: bytes | bytearray, key: bytes | None) -> int | None:
+        packet = self.packet
+        found = stamp_tlv.frames(request, self.base)
+        authenticated = self.config.authenticated
+        integrity = tlv_integrity(request, found, authenticated=authenticated, key=key)
+        for frame in found:
+            if not frame.complete:
+                flags = _M
+            elif integrity is False:
+                flags = _I
+            else:
+                flags = self._fill(frame)
+            packet[frame.offset] = flags
+        if key is not None and hmac_frame(found) is not None:
+            seal_tlvs(packet, authenticated=authenticated, key=key)
+        return self.reply_dscp
+
+    def _fill(self, frame: Frame) -> int:
+        """Write our answer into one well-framed TLV's value; its flags in the reply."""
+        kind, length, at = frame.type, frame.length, frame.value_offset
+        packet = self.packet
+        if kind in (TlvType.EXTRA_PADDING, TlvType.HMAC):
+            return 0  # padding is echoed; an HMAC TLV got here only if it verified
+        if kind == TlvType.LOCATION:
+            return self._location(frame) if length >= 4 else _M
+        if kind == TlvType.TIMESTAMP_INFORMATION:
+            return self._timestamp_information(frame) if length >= 4 else _M
+        fixed = _FIXED_SIZE.get(kind)
+        if fixed is None:
+            return _U
+        if length != fixed:
+            return _M
+        if kind == TlvType.CLASS_OF_SERVICE:
+            return self._class_of_service(at)
+        if kind == TlvType.DIRECT_MEASUREMENT:
+            if self.counters is None:
+                return _U
+            received, transmitted = self.counters.received, self.counters.transmitted
+            struct.pack_into("!II", packet, at + 4, received & _MASK32, transmitted & _MASK32)
+            return 0
+        if kind == TlvType.FOLLOW_UP_TELEMETRY:
+            previous = self.follow_up
+            telemetry = stamp_tlv.FollowUpTelemetry()
+            if previous is not None:
+                telemetry = stamp_tlv.FollowUpTelemetry(
+                    previous.seq & _MASK32, ns_to_ntp(previous.t3_ns), previous.method
+                )
+            packet[at : at + 16] = telemetry.pack_value()
+        return 0  # Access Report: the sender's report, echoed
+
+    def _class_of_service(self, at: int) -> int:
+        tos = self.arrival.tos
+        if tos is None:
+            return _U
+        dscp1 = self.packet[at] >> 2
+        permitted = self.config.permitted_dscp
+        used = permitted is None or dscp1 in permitted
+        if used:
+            self.reply_dscp = dscp1
+        value = stamp_tlv.ClassOfService(dscp1, (tos >> 2) & 0x3F, tos & 3, 0 if used else 1)
+        self.packet[at : at + 4] = value.pack_value()
+        return 0
+
+    def _subs(self, frame: Frame, start: int) -> list[Frame] | None:
+        """The sub-TLVs of a TLV from value octet ``start``; None when they overrun it."""
+        subs = stamp_tlv.frames(self.packet, frame.value_offset + start, frame.end)
+        return None if subs and not subs[-1].complete else subs
+
+    def _timestamp_information(self, frame: Frame) -> int:
+        """Our clock's codes; no sub-TLV is defined for this TLV, so each one is flagged U."""
+        subs = self._subs(frame, 4)
+        if subs is None:
+            return _M
+        config, packet = self.config, self.packet
+        at = frame.value_offset
+        packet[at : at + 4] = bytes(
+            (config.sync_source, config.timestamp_in, config.sync_source, config.timestamp_out)
+        )
+        for sub in subs:
+            packet[sub.offset] = _U
+        return 0
+
+    def _location(self, frame: Frame) -> int:
+        subs = self._subs(frame, 4)
+        if subs is None:
+            return _M
+        arrival, packet = self.arrival, self.packet
+        flags = 0
+        if arrival.source is None or arrival.destination is None:
+            packet[frame.value_offset : frame.value_offset + 4] = bytes(4)
+            flags = _U
+        else:
+            struct.pack_into(
+                "!HH", packet, frame.value_offset, arrival.destination[1], arrival.source[1]
+            )
+        for sub in subs:
+            packet[sub.offset] = self._location_sub(sub)
+        return flags
+
+    def _location_sub(self, sub: Frame) -> int:
+        try:
+            kind = LocationSubType(sub.type)
+        except ValueError:
+            return _U
+        if sub.length != kind.size:
+            return _M
+        answer = self._location_value(kind)
+        self.packet[sub.value_offset : sub.end] = answer or bytes(kind.size)
+        return 0 if answer else _U
+
+    def _location_value(self, kind: LocationSubType) -> bytes | None:
+        arrival = self.arrival
+        if kind == LocationSubType.SOURCE_MAC:
+            mac = arrival.source_mac
+            return mac + bytes(2) if mac is not None and len(mac) == 6 else None
+        ours = kind in (LocationSubType.DESTINATION_IPV4, LocationSubType.DESTINATION_IPV6)
+        end = arrival.destination if ours else arrival.source
+        if end is None:
+            return None
+        address = _address(end[0])
+        if address is None or len(address) != kind.size:
+            return None
+        return address
+
+
+def _address(text: str) -> bytes | None:
+    """Packed address (IPv4-mapped IPv6 as IPv4, as a dual-stack socket reports them)."""
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.packed
