@@ -13,7 +13,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the build and the tests need: venv and headers to build systemd-python,
 # libsystemd for it, tshark to dissect what we put on the wire.
-SYSTEM_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev tshark
+SYSTEM_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev tshark nftables
 # What `make deb` and `make rpm` build with.
 DEB_PACKAGES := debhelper dh-python python3-all python3-build python3-installer \
 	python3-setuptools python3-wheel dpkg-dev fakeroot lintian

@@ -128,10 +128,9 @@ def report(options: Options, measurements: list[Measurement], out: IO[str]) -> N
             TextReport(per_packet=False, out=out).summary(measurements[0])
     out.flush()
     for measurement in measurements:
-        if measurement.error is None:
-            continue
         who = f"{measurement.target.host}: " if several else ""
-        print(f"twamp-client: {who}{measurement.error}", file=sys.stderr)
+        if measurement.error is not None:
+            print(f"twamp-client: {who}{measurement.error}", file=sys.stderr)
         if measurement.hint:
             print(f"twamp-client: {who}hint: {measurement.hint}", file=sys.stderr)
 

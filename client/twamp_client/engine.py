@@ -46,6 +46,7 @@ from twamp_common.udp_options import (
     ANCILLARY_SPACE,
     TX_ANCILLARY_SPACE,
     parse_ancillary,
+    parse_icmp_error,
     parse_tx_timestamp,
 )
 
@@ -458,6 +459,7 @@ class _Run:
             packet_size=packet_size(test, mode),
             started=self.started,
             test_port=destination[1],
+            sender_port=self.test_sock.getsockname()[1] if self.test_sock else 0,
         )
         now = time.monotonic_ns()
         self.sender = SessionSender(plan, now=now)
@@ -507,15 +509,16 @@ class _Run:
         sender, sock = self.sender, self.test_sock
         if sender is None or sock is None:
             return
-        self._read_send_times()
+        self._read_error_queue()
         observer = self.observer
         while True:
             try:
                 data, ancdata, _flags, source = sock.recvmsg(65535, ANCILLARY_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:
-                # An ICMP error (port unreachable) reported on the socket: nothing was reflected.
+            except OSError as error:
+                # An ICMP error reported on the socket itself: nothing was reflected.
+                sender.handle_icmp_error(error.strerror or type(error).__name__)
                 continue
             received_ns, _ttl = parse_ancillary(ancdata)
             t4 = received_ns if received_ns is not None else time.time_ns()
@@ -524,9 +527,9 @@ class _Run:
                 observer.answered(event.reply, event.duplicate)
         self._after_events()
 
-    def _read_send_times(self) -> None:
-        """Take the kernel's send times off the error queue (which must be emptied anyway:
-        while it holds anything, epoll reports the socket readable)."""
+    def _read_error_queue(self) -> None:
+        """Take the kernel's send times and ICMP errors off the error queue (which must be
+        emptied anyway: while it holds anything, epoll reports the socket readable)."""
         sender, sock = self.sender, self.test_sock
         assert sender is not None and sock is not None
         while True:
@@ -539,6 +542,8 @@ class _Run:
             stamp = parse_tx_timestamp(ancdata)
             if stamp is not None:
                 sender.handle_send_time(*stamp)
+            elif (icmp := parse_icmp_error(ancdata)) is not None:
+                sender.handle_icmp_error(icmp)
 
     def _watch_control(self) -> None:
         """During the test the server has nothing to say: data is read and dropped (so that it

@@ -103,6 +103,8 @@ class Header:
     started: datetime.datetime
     #: The reflector's UDP test port.
     test_port: int
+    #: Our own UDP port, where replies come back to.
+    sender_port: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -153,6 +155,7 @@ class Measurement:
             sender_synchronized=sender_synchronized,
             reflector_synchronized=outcome.reflector_synchronized,
             initial_ttl=test.ttl,
+            stateless_possible=target.light,
         )
         return cls(
             target,
@@ -161,6 +164,7 @@ class Measurement:
             summary,
             outcome,
             error=error,
+            hint=None if error is not None or summary.received else silence_hint(header, outcome),
             unsync_reason=unsync_reason(outcome, sender_synchronized),
         )
 
@@ -174,6 +178,25 @@ def unsync_reason(outcome: Outcome, sender_synchronized: bool) -> str | None:
     if any(reply.outbound < 0 or reply.inbound < 0 for reply in outcome.replies):
         return "some one-way delays are negative, so the clocks disagree"
     return None
+
+
+def silence_hint(header: Header, outcome: Outcome) -> str | None:
+    """What to check when packets went out and nothing came back."""
+    if outcome.sent == sum(outcome.send_errors.values()):
+        return None  # nothing left at all: the send errors say why
+    if outcome.icmp_errors.get("port unreachable"):
+        return (
+            f"{header.address} answered 'port unreachable': nothing listens on UDP port"
+            f" {header.test_port} there"
+        )
+    if header.mode == "TWAMP Light":
+        where = f"is a TWAMP Light reflector listening on UDP port {header.test_port}, and is"
+    else:
+        where = "the control connection works, so"
+    return (
+        f"no reply came back: {where} UDP open both ways, to {header.address} port"
+        f" {header.test_port} and back to this host's port {header.sender_port}?"
+    )
 
 
 def packet_size(test: Test, mode: Mode) -> int:

@@ -11,6 +11,7 @@ import socket
 
 from twamp_common.udp_options import (
     dont_fragment_options,
+    error_queue_options,
     receive_options,
     send_options,
     traffic_class_options,
@@ -55,8 +56,9 @@ def enable_tx_timestamps(sock: socket.socket) -> bool:
 
 def open_test_socket(test: Test, family: int) -> socket.socket:
     """The Session-Sender's non-blocking UDP socket: kernel timestamps (receive and, if the
-    kernel can, transmit), TTL, DSCP, DF, source."""
+    kernel can, transmit), ICMP errors on the error queue, TTL, DSCP, DF, source."""
     settings = [*receive_options(family), *send_options(family, test.ttl)]
+    settings += error_queue_options(family)
     settings += traffic_class_options(family, test.dscp)
     if test.dont_fragment:
         settings += dont_fragment_options(family)

@@ -6,6 +6,11 @@ T1 sender send, T2 reflector receive, T3 reflector send, T4 sender receive.  Rou
 are only meaningful with synchronised clocks; a negative one proves the clocks disagree and is
 reported as it is, never clamped.  Jitter and IPDV are differences of delays, so a constant
 clock offset cancels out of them and they are valid either way.
+
+A reply whose reflector timestamps cannot be true (T3 before T2, or more time inside the
+reflector than the whole round trip took: a reflector that swaps its two stamps, say) counts as
+received, since it did come back, but takes no part in any delay figure: a negative round trip
+is never reported as valid.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ class Reply:
     t2: int
     t3: int
     t4: int
-    #: TTL (or Hop Limit) our packet had when it reached the reflector.
-    sender_ttl: int
+    #: TTL (or Hop Limit) our packet had when it reached the reflector; None when the reflector
+    #: did not say (a short reply without the Sender TTL octet).
+    sender_ttl: int | None
     #: The T1 the packet carried, as the reflector returned it (read in user space just before
     #: sending; ``t1`` is the kernel's later send time when the kernel reported one); None
     #: where it is not known.
@@ -53,6 +59,11 @@ class Reply:
     def processing(self) -> int:
         """Time the packet spent inside the reflector."""
         return self.t3 - self.t2
+
+    @property
+    def consistent(self) -> bool:
+        """Whether the reflector's timestamps can be true: T2 ≤ T3, and T3 − T2 ≤ T4 − T1."""
+        return 0 <= self.t3 - self.t2 <= self.t4 - self.t1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -144,6 +155,12 @@ class Summary:
     inbound_jitter: float | None
     #: (fewest, most) hops on the way out, from the TTL we sent with and the one that arrived.
     hops: tuple[int, int] | None
+    #: Received replies left out of every delay figure because their timestamps cannot be true.
+    inconsistent: int = 0
+    #: Time inside the reflector (T3 − T2) of the consistent replies.
+    processing: Distribution | None = None
+    #: Why forward and reverse loss are None though replies came, or None.
+    split_note: str | None = None
 
 
 def summarize(
@@ -153,10 +170,13 @@ def summarize(
     sender_synchronized: bool,
     reflector_synchronized: bool,
     initial_ttl: int = 255,
+    stateless_possible: bool = False,
 ) -> Summary:
     """The figures of a run: ``sent`` packets numbered from 0, ``replies`` in arrival order.
 
     A duplicate counts once; only the first reply to a packet enters the delay figures.
+    ``stateless_possible``: the reflector may copy our sequence numbers (TWAMP Light; a
+    TWAMP-Control session's reflector numbers its own, RFC 5357 §4.2.1).
     """
     first: dict[int, Reply] = {}
     reordered = 0
@@ -172,12 +192,13 @@ def summarize(
     lost = sent - received
     if lost < 0:
         raise ValueError(f"{received} packets answered but only {sent} sent")
-    in_order = [first[seq] for seq in sorted(first)]
-    forward_lost, reverse_lost = _split_loss(lost, replies)
+    answered = [first[seq] for seq in sorted(first)]
+    in_order = [reply for reply in answered if reply.consistent]
+    forward_lost, reverse_lost, split_note = _split_loss(lost, replies, stateless_possible)
     outbound = [reply.outbound for reply in in_order]
     inbound = [reply.inbound for reply in in_order]
     round_trips = [reply.round_trip for reply in in_order]
-    ttls = [reply.sender_ttl for reply in in_order]
+    ttls = [reply.sender_ttl for reply in answered if reply.sender_ttl is not None]
     hops = (initial_ttl - max(ttls), initial_ttl - min(ttls)) if ttls else None
     return Summary(
         sent=sent,
@@ -199,24 +220,46 @@ def summarize(
         outbound_jitter=rfc3550_jitter(outbound),
         inbound_jitter=rfc3550_jitter(inbound),
         hops=hops if hops is not None and hops[0] >= 0 else None,
+        inconsistent=received - len(in_order),
+        processing=distribution(reply.processing for reply in in_order),
+        split_note=split_note,
     )
 
 
-def _split_loss(lost: int, replies: Sequence[Reply]) -> tuple[int | None, int | None]:
-    """(forward, reverse) loss from gaps in the reflector's sequence numbers.
+#: Why a stateless reflector's replies cannot split the loss.
+STATELESS_NOTE = (
+    "the reflector numbers its replies with our own sequence numbers (a stateless reflector),"
+    " so loss on the way out and on the way back cannot be told apart"
+)
+
+
+def _split_loss(
+    lost: int, replies: Sequence[Reply], stateless_possible: bool
+) -> tuple[int | None, int | None, str | None]:
+    """(forward, reverse, why not) loss from gaps in the reflector's sequence numbers.
 
     A stateful reflector numbers its replies 0, 1, 2… per session, so the replies it sent are
     its highest number plus one, and the numbers missing below that are replies lost on the way
     back.  Everything else lost never reached it.  Packets lost after the last reply that came
     back cannot be placed and count as forward loss.  Duplicates take part: a packet the
     network duplicated on the way out was reflected twice, under two numbers.
+
+    A stateless TWAMP Light reflector copies our sequence number (RFC 5357 Appendix I).  Where
+    one may answer, packets were lost and every reply's number equals ours, the two kinds of
+    reflector cannot be told apart, so neither direction is claimed.
     """
     if not replies:
-        return None, None
+        return None, None, None
+    if (
+        stateless_possible
+        and lost
+        and all(reply.reflector_seq == reply.sender_seq for reply in replies)
+    ):
+        return None, None, STATELESS_NOTE
     numbers = {reply.reflector_seq for reply in replies}
     reflected = max(numbers) + 1
     reverse = reflected - len(numbers)
     forward = lost - reverse
     if forward < 0 or reverse < 0:
-        return None, None
-    return forward, reverse
+        return None, None, None
+    return forward, reverse, None

@@ -32,6 +32,10 @@ REFLECTOR_HEADER_SIZE = {False: 41, True: 112}
 SYMMETRIC_SENDER_PADDING = {
     flag: REFLECTOR_HEADER_SIZE[flag] - SENDER_HEADER_SIZE[flag] for flag in (False, True)
 }
+#: The shortest unauthenticated reflector packet still measured: everything up to the sender's
+#: Error Estimate, without the MBZ and Sender TTL octets RFC 5357 §4.2.1 adds to RFC 4656's
+#: layout (some reflectors, nokia/twampy's among them, send this form).
+SHORT_REFLECTOR_SIZE = 38
 _ZERO_HMAC = bytes(16)
 _TIMESTAMP = struct.Struct("!Q")
 

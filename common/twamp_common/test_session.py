@@ -19,7 +19,8 @@ Rules the accounting keeps:
   reason; the run goes on to its count, as ``ping`` does.
 * A reply is accepted only from the address and port its packets went to, only if it decodes
   (and, in the secure modes, passes its HMAC), and only for a sequence number that was sent;
-  anything else is counted as invalid with its reason.
+  anything else is counted as invalid with its reason.  An unauthenticated reply of 38 to 40
+  octets (the RFC 4656 layout, without the Sender TTL) is measured, its TTL unknown.
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ from .crypto import TestPacketProtection
 from .errors import AuthenticationError, ProtocolError
 from .schedule import Schedule
 from .stats import Reply
-from .test_packets import ReflectorPacket, SenderPacket
+from .test_packets import (
+    REFLECTOR_HEADER_SIZE,
+    SHORT_REFLECTOR_SIZE,
+    ReflectorPacket,
+    SenderPacket,
+)
 from .timestamp import ErrorEstimate, ns_to_ntp, ntp_to_ns
 
 _NTP = struct.Struct("!Q")
@@ -158,6 +164,8 @@ class Outcome:
     late: int = 0
     #: Packets whose send failed, by reason (each counted as sent and lost).
     send_errors: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    #: ICMP errors about our packets ("port unreachable"...), by what they said.
+    icmp_errors: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
 
 class SessionSender:
@@ -293,11 +301,20 @@ class SessionSender:
         self.outcome.send_times[counter] = sent_ns
         self._kernel_sent[counter] = 1
 
+    def handle_icmp_error(self, what: str) -> None:
+        """An ICMP error came back about one of our packets."""
+        self.outcome.icmp_errors[what] += 1
+
     def handle_reply(self, data: bytes, *, t4: int, source: tuple[str, int]) -> ReplyEvent:
         """What the datagram ``data`` from ``source``, received at wall-clock ``t4``, is."""
         plan = self.plan
         if source != plan.reflector:
             return self._reject(FOREIGN_SOURCE)
+        short = not plan.authenticated and (
+            SHORT_REFLECTOR_SIZE <= len(data) < REFLECTOR_HEADER_SIZE[False]
+        )
+        if short:
+            data = bytes(data).ljust(REFLECTOR_HEADER_SIZE[False], b"\0")
         try:
             if plan.protection is not None:
                 data = plan.protection.open_reflector(data)
@@ -322,7 +339,7 @@ class SessionSender:
             t2=ntp_to_ns(packet.receive_timestamp),
             t3=ntp_to_ns(packet.timestamp),
             t4=t4,
-            sender_ttl=packet.sender_ttl,
+            sender_ttl=None if short else packet.sender_ttl,
             t1_packet=ntp_to_ns(packet.sender_timestamp),
         )
         self._answered[seq] = 1

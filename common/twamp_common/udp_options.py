@@ -11,6 +11,7 @@ what ``recvmsg`` returns; the drivers own the sockets and apply these values.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from collections.abc import Iterable
@@ -46,8 +47,13 @@ SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11
 SOF_TIMESTAMPING_OPT_RX_FILTER = 1 << 17
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
-#: ``sock_extended_err.ee_origin`` of a transmit timestamp report (linux/errqueue.h).
+#: ``sock_extended_err.ee_origin`` of an ICMP / ICMPv6 error and of a transmit timestamp report
+#: (linux/errqueue.h).
+SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_ICMP6 = 3
 SO_EE_ORIGIN_TIMESTAMPING = 4
+#: ICMP (type, code) and ICMPv6 (type, code) of "port unreachable".
+_PORT_UNREACHABLE = {SO_EE_ORIGIN_ICMP: (3, 3), SO_EE_ORIGIN_ICMP6: (1, 4)}
 #: Room for one error-queue report: SCM_TIMESTAMPNS, SCM_TIMESTAMPING (three timespecs) and a
 #: sock_extended_err followed by the offender's address (a sockaddr_in6 at most).
 TX_ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(48) + socket.CMSG_SPACE(16 + 28)
@@ -143,6 +149,34 @@ def parse_tx_timestamp(ancdata: Iterable[tuple[int, int, bytes]]) -> tuple[int, 
     if counter is None or sent_ns is None:
         return None
     return counter, sent_ns
+
+
+def error_queue_options(family: int) -> list[tuple[int, int, int]]:
+    """``(level, option, value)`` that queue ICMP errors about what the socket sent.
+
+    An unconnected UDP socket otherwise never hears that its packets were refused (port
+    unreachable): with this, each such ICMP error is a report on the error queue, read with the
+    transmit timestamps (see ``parse_icmp_error``).
+    """
+    if family == socket.AF_INET6:
+        return [(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)]
+    return [(socket.IPPROTO_IP, IP_RECVERR, 1)]
+
+
+def parse_icmp_error(ancdata: Iterable[tuple[int, int, bytes]]) -> str | None:
+    """What an ICMP error report from the error queue says ("port unreachable", or the
+    error's text), or None when the report is no ICMP error."""
+    for level, kind, data in ancdata:
+        if (
+            (level == socket.IPPROTO_IP and kind == IP_RECVERR)
+            or (level == socket.IPPROTO_IPV6 and kind == IPV6_RECVERR)
+        ) and len(data) >= _EXTENDED_ERR.size:
+            error, origin, icmp_type, code, _pad, _info, _data = _EXTENDED_ERR.unpack_from(data)
+            if origin in _PORT_UNREACHABLE:
+                if (icmp_type, code) == _PORT_UNREACHABLE[origin]:
+                    return "port unreachable"
+                return os.strerror(error)
+    return None
 
 
 def dont_fragment_options(family: int) -> list[tuple[int, int, int]]:

@@ -120,3 +120,40 @@ def test_distribution_figures() -> None:
     assert figures.avg == 50.5
     assert figures.stddev == pytest.approx(28.866, abs=1e-3)
     assert distribution([]) is None
+
+
+def test_a_stateless_light_reflector_leaves_the_loss_unsplit() -> None:
+    # Packet 1 was lost; the reflector copies our numbers, so 0 and 2 come back as 0 and 2.
+    replies = [reply(0, 0, 1, 1), reply(2, 2, 1, 1)]
+    light = summary(3, replies, stateless_possible=True)
+    assert (light.forward_lost, light.reverse_lost) == (None, None)
+    assert light.split_note is not None and "stateless" in light.split_note
+    # The same numbers from a TWAMP-Control session's (stateful) reflector: lost on the way back.
+    control = summary(3, replies)
+    assert (control.forward_lost, control.reverse_lost, control.split_note) == (0, 1, None)
+    # No loss: nothing to split, whatever the numbering.
+    clean = summary(2, replies[:1] + [reply(1, 1, 1, 1)], stateless_possible=True)
+    assert (clean.forward_lost, clean.reverse_lost) == (0, 0)
+
+
+def test_impossible_reflector_timestamps_count_as_received_but_not_in_delays() -> None:
+    good = reply(0, 0, 1, 2)
+    swapped = Reply(
+        1, 1, good.t1 + 10 * MS, good.t3 + 10 * MS, good.t2 + 10 * MS, good.t4 + 10 * MS, 250
+    )  # T3 before T2
+    longer = Reply(
+        2, 2, good.t1 + 20 * MS, good.t1 + 20 * MS, good.t1 + 30 * MS, good.t1 + 25 * MS, 250
+    )  # 10 ms inside the reflector, 5 ms round trip
+    assert good.consistent and not swapped.consistent and not longer.consistent
+    assert longer.round_trip < 0
+    result = summary(3, [good, swapped, longer])
+    assert (result.received, result.lost, result.inconsistent) == (3, 0, 2)
+    assert result.round_trip is not None and result.round_trip.count == 1
+    assert result.round_trip.min == good.round_trip > 0
+    assert result.processing is not None and result.processing.max == MS // 10
+
+
+def test_an_unknown_ttl_takes_no_part_in_the_hops() -> None:
+    result = summary(2, [reply(0, 0, 1, 1, ttl=250), Reply(1, 1, BASE, BASE, BASE, BASE + 1, None)])
+    assert result.hops == (5, 5)
+    assert summary(1, [Reply(0, 0, BASE, BASE, BASE, BASE + 1, None)]).hops is None

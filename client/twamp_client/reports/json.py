@@ -74,6 +74,9 @@ def document(measurement: Measurement) -> dict[str, Any]:
                 "rfc3550": us(summary.jitter_rfc3550),
                 "ipdv": _distribution(summary.ipdv),
             },
+            "processing_us": _distribution(summary.processing),
+            "inconsistent": summary.inconsistent,
+            "loss_split_note": summary.split_note,
             "clocks_synchronized": measurement.unsync_reason is None,
             "clock_note": measurement.unsync_reason,
             "hops": None
@@ -86,6 +89,7 @@ def document(measurement: Measurement) -> dict[str, Any]:
             "invalid": sum(outcome.invalid.values()),
             "invalid_reasons": dict(outcome.invalid),
             "send_errors": dict(outcome.send_errors),
+            "icmp_errors": dict(outcome.icmp_errors),
         }
     result["error"] = measurement.error
     result["hint"] = measurement.hint

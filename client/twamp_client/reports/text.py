@@ -35,11 +35,18 @@ class TextReport(Observer):
         if not self.per_packet:
             return
         suffix = " (duplicate)" if duplicate else ""
+        if not reply.consistent:
+            self.out.write(
+                f"seq={reply.sender_seq} impossible reflector timestamps: T3 - T2 ="
+                f" {ms(reply.processing)} ms, T4 - T1 = {ms(reply.t4 - reply.t1)} ms{suffix}\n"
+            )
+            self.out.flush()
+            return
         mark = "" if reply.outbound >= 0 and reply.inbound >= 0 else "*"
         self.out.write(
             f"seq={reply.sender_seq} rtt={ms(reply.round_trip)} ms"
             f" out={ms(reply.outbound)}{mark} ms in={ms(reply.inbound)}{mark} ms"
-            f" ttl={reply.sender_ttl}{suffix}\n"
+            f" ttl={'?' if reply.sender_ttl is None else reply.sender_ttl}{suffix}\n"
         )
         self.out.flush()
 
@@ -56,10 +63,12 @@ class TextReport(Observer):
 
 
 def header_line(header: Header) -> str:
+    count = header.count or "unlimited"
     shown = header.host if header.host == header.address else f"{header.host} ({header.address})"
     return (
-        f"TWAMP {shown} port {header.port}, {header.mode} mode: {header.count} packets of"
-        f" {header.packet_size} octets every {header.interval_ms:g} ms\n"
+        f"TWAMP {shown} port {header.port}, {header.mode} mode, UDP test port"
+        f" {header.test_port}: {count} packets of {header.packet_size} octets every"
+        f" {header.interval_ms:g} ms\n"
     )
 
 
@@ -79,19 +88,50 @@ def write_block(measurement: Measurement, out: IO[str]) -> None:
 
 
 def write_summary(header: Header, summary: Summary, measurement: Measurement, out: IO[str]) -> None:
+    """The statistics block: what came back, then the delays."""
+    out.write(f"--- {header.host} port {header.port} TWAMP statistics ---\n")
+    _write_counts(summary, measurement, out)
+    _write_delays(summary, measurement.unsync_reason, out)
+
+
+def _write_counts(summary: Summary, measurement: Measurement, out: IO[str]) -> None:
+    """Sent, received, lost and why; what did not count and why."""
     write = out.write
-    write(f"--- {header.host} port {header.port} TWAMP statistics ---\n")
     split = ""
     if summary.forward_lost is not None and summary.reverse_lost is not None:
         split = f" (forward {summary.forward_lost}, reverse {summary.reverse_lost})"
+    outcome = measurement.outcome
+    extra = ""
+    if outcome is not None:
+        invalid = sum(outcome.invalid.values())
+        extra += f", {invalid} invalid" if invalid else ""
+        extra += f", {outcome.late} late" if outcome.late else ""
     write(
         f"{summary.sent} sent, {summary.received} received, {summary.loss_percent:.1f}% loss"
-        f"{split}, {summary.duplicates} duplicates, {summary.reordered} reordered\n"
+        f"{split}, {summary.duplicates} duplicates, {summary.reordered} reordered{extra}\n"
     )
-    outcome = measurement.outcome
-    if outcome is not None and outcome.send_errors:
-        reasons = ", ".join(f"{count} {why}" for why, count in outcome.send_errors.items())
-        write(f"{sum(outcome.send_errors.values())} sends failed: {reasons}\n")
+    if outcome is not None:
+        for what, counts in (
+            ("sends failed", outcome.send_errors),
+            ("invalid replies", outcome.invalid),
+            ("ICMP errors", outcome.icmp_errors),
+        ):
+            if counts:
+                reasons = ", ".join(f"{count} {why}" for why, count in counts.items())
+                write(f"{sum(counts.values())} {what}: {reasons}\n")
+    if summary.split_note is not None:
+        write(f"loss per direction unknown: {summary.split_note}\n")
+    if summary.inconsistent:
+        write(
+            f"{summary.inconsistent} replies carried impossible reflector timestamps (T3 before"
+            " T2, or longer inside the reflector than the whole round trip): left out of the"
+            " delay figures\n"
+        )
+
+
+def _write_delays(summary: Summary, unsync_reason: str | None, out: IO[str]) -> None:
+    """Round trip, jitter, one-way delays, the reflector's own time, hops."""
+    write = out.write
     rtt = summary.round_trip
     if rtt is None:
         return
@@ -108,7 +148,6 @@ def write_summary(header: Header, summary: Summary, measurement: Measurement, ou
             else (f", IPDV min/avg/max = {ms(ipdv.min)}/{ms(ipdv.avg)}/{ms(ipdv.max)} ms")
         )
         write(f"jitter {ms(summary.jitter_rfc3550)} ms (RFC 3550){extra}\n")
-    unsync_reason = measurement.unsync_reason
     mark = "" if unsync_reason is None else " (unsynchronised clocks)"
     for name, dist, jitter in (
         ("outbound", summary.outbound, summary.outbound_jitter),
@@ -120,6 +159,12 @@ def write_summary(header: Header, summary: Summary, measurement: Measurement, ou
                 f"{name} min/avg/max = {ms(dist.min)}/{ms(dist.avg)}/{ms(dist.max)} ms"
                 f"{tail}{mark}\n"
             )
+    if summary.processing is not None:
+        inside = summary.processing
+        write(
+            f"reflector processing (T3 - T2) min/median/max = {ms(inside.min)}/"
+            f"{ms(inside.median)}/{ms(inside.max)} ms\n"
+        )
     if summary.hops is not None:
         low, high = summary.hops
         write(f"hops {low}\n" if low == high else f"hops {low} to {high}\n")
