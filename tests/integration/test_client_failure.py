@@ -317,7 +317,8 @@ server=$!
 for _ in $(seq 100); do grep -q 'twamp-server ready' {tmp_path / "log"} && break; sleep 0.1; done
 nft add table inet flap
 nft add chain inet flap out '{{ type filter hook output priority 0; }}'
-( sleep 0.5; nft add rule inet flap out udp dport {port} drop; sleep 0.3; nft flush table inet flap ) &
+( sleep 0.5; nft add rule inet flap out udp dport {port} drop
+  sleep 0.3; nft flush table inet flap ) &
 status=0
 {sys.executable} -m twamp_client 127.0.0.1:{port} --light -c 50 -i 20 --json || status=$?
 kill $server

@@ -132,7 +132,7 @@ def test_a_stateless_light_reflector_leaves_the_loss_unsplit() -> None:
     control = summary(3, replies)
     assert (control.forward_lost, control.reverse_lost, control.split_note) == (0, 1, None)
     # No loss: nothing to split, whatever the numbering.
-    clean = summary(2, replies[:1] + [reply(1, 1, 1, 1)], stateless_possible=True)
+    clean = summary(2, [replies[0], reply(1, 1, 1, 1)], stateless_possible=True)
     assert (clean.forward_lost, clean.reverse_lost) == (0, 0)
 
 
