@@ -17,6 +17,7 @@ from pathlib import Path
 
 from twamp_common.codes import Mode
 
+from .keyfile import FORMATS, KeyFileError, read_secret_file
 from .measurement import CONNECT_TIMEOUT, Target, Test
 
 #: DSCP names (RFC 2474, RFC 2597, RFC 3246, RFC 5865) accepted by --dscp.
@@ -81,6 +82,8 @@ class Options:
     #: How to measure each target (the secret is read later, only when a KeyID is given).
     test: Test
     key_file: Path | None
+    #: How to read --key-file: one of keyfile.FORMATS.
+    key_format: str
     summary_only: bool
     json: bool
     raw: bool
@@ -93,7 +96,8 @@ class _Version(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
         from importlib.metadata import version  # noqa: PLC0415
 
-        parser.exit(message=f"twamp-client {version('twamp-client')}\n")
+        print(f"twamp-client {version('twamp-client')}")
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -198,6 +202,13 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help="file holding the shared secret of -u (else it is asked for)",
+    )
+    conn.add_argument(
+        "--key-format",
+        choices=FORMATS,
+        default="auto",
+        help="keys: twamp-server's keys file; passphrase: the first line; pfs: twampd's"
+        " KEYID HEX; auto (default): keys if a line starts with the KeyID, else passphrase",
     )
     conn.add_argument(
         "--max-count",
@@ -400,6 +411,7 @@ def parse(argv: list[str] | None = None) -> Options:
         targets=_targets(texts, light),
         test=test,
         key_file=args.key_file,
+        key_format=args.key_format,
         summary_only=args.summary_only,
         json=args.json,
         raw=args.raw,
@@ -408,23 +420,17 @@ def parse(argv: list[str] | None = None) -> Options:
 
 
 def read_secret(options: Options) -> bytes:
-    """The shared secret for ``options.test.key_id``: from --key-file, else asked on the terminal.
-
-    A key file holds the passphrase on its first line (RFC 5357 §3.1: no newline is part of it).
-    """
+    """The shared secret for ``options.test.key_id``: from --key-file, else asked on the
+    terminal."""
+    key_id = options.test.key_id
+    assert key_id is not None
     if options.key_file is not None:
         try:
-            text = options.key_file.read_bytes()
-        except OSError as error:
-            raise UsageError(
-                f"cannot read --key-file {options.key_file}: {error.strerror}"
-            ) from None
-        secret = text.splitlines()[0] if text else b""
-        if not secret:
-            raise UsageError(f"--key-file {options.key_file} is empty")
-        return secret
+            return read_secret_file(options.key_file, key_id, options.key_format)
+        except KeyFileError as error:
+            raise UsageError(str(error)) from None
     import getpass  # noqa: PLC0415 - only when a secret is asked for
 
     if not os.isatty(0):
         raise UsageError("no --key-file given and no terminal to ask for the secret on")
-    return getpass.getpass(f"Shared secret for {options.test.key_id}: ").encode()
+    return getpass.getpass(f"Shared secret for {key_id}: ").encode()

@@ -409,3 +409,76 @@ def test_installed_entry_point() -> None:
     assert os.access(binary, os.X_OK)
     result = subprocess.run([str(binary), "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "extra"),
+    [
+        (f"# twamp-server keys\nbob other secret\nalice {SECRET}  # the test key\n", []),
+        (f"alice hex:{SECRET.encode().hex()}\n", []),
+        (f"alice {SECRET.encode().hex()}\n", ["--key-format", "pfs"]),
+        (f"{SECRET}\n", ["--key-format", "passphrase"]),
+    ],
+    ids=["server-keys-file", "server-keys-file-hex", "perfsonar-pfs", "bare-passphrase"],
+)
+def test_key_files_in_every_format(
+    server: ServerProcess, tmp_path: Path, content: str, extra: list[str]
+) -> None:
+    path = tmp_path / "key"
+    path.write_text(content)
+    result = client(
+        f"127.0.0.1:{config_port(server)}",
+        "-c",
+        "1",
+        "-u",
+        "alice",
+        "--key-file",
+        str(path),
+        *extra,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "encrypted mode" in result.stdout
+
+
+def test_a_pfs_line_is_never_guessed_to_be_hex(server: ServerProcess, tmp_path: Path) -> None:
+    """Read as twamp-server reads its keys file, 'alice 7333…' is the passphrase '7333…'."""
+    path = tmp_path / "key"
+    path.write_text(f"alice {SECRET.encode().hex()}\n")
+    result = client(
+        f"127.0.0.1:{config_port(server)}", "-c", "1", "-u", "alice", "--key-file", str(path)
+    )
+    assert result.returncode == 2
+    assert "check the KeyID and the shared secret" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "message"),
+    [
+        (
+            "bob secret\nbob other\n",
+            ["--key-format", "keys"],
+            'line 2: KeyID "bob" is listed twice',
+        ),
+        ("bob secret\n", ["--key-format", "keys"], "has no line for KeyID 'alice'"),
+        (
+            "alice nothex\n",
+            ["--key-format", "pfs"],
+            "a pfs line is KEYID and the passphrase in hex",
+        ),
+        ("", [], "is empty"),
+    ],
+)
+def test_key_file_errors_name_the_problem(
+    tmp_path: Path, content: str, extra: list[str], message: str
+) -> None:
+    path = tmp_path / "key"
+    path.write_text(content)
+    result = client("127.0.0.1", "-c", "1", "-u", "alice", "--key-file", str(path), *extra)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_version() -> None:
+    result = client("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("twamp-client ") and result.stdout.strip()[-1].isdigit()
