@@ -110,11 +110,18 @@ class Engine:
     # What callers use ------------------------------------------------------------------
 
     def submit(
-        self, target: Target, test: Test, on_done: Done, observer: Observer | None = None
+        self,
+        target: Target,
+        test: Test,
+        on_done: Done,
+        observer: Observer | None = None,
+        *,
+        delay: float = 0.0,
     ) -> None:
-        """Measure ``target`` as ``test`` says; ``on_done`` gets the result (on the engine's
-        thread)."""
-        self._inbox.append(_Run(self, target, test, on_done, observer or _QUIET))
+        """Measure ``target`` as ``test`` says, ``delay`` seconds from now; ``on_done`` gets the
+        result (on the engine's thread)."""
+        start_at = time.monotonic_ns() + int(delay * 1e9)
+        self._inbox.append(_Run(self, target, test, on_done, observer or _QUIET, start_at))
         self._wake()
 
     def stop_sending(self) -> None:
@@ -131,8 +138,7 @@ class Engine:
             self._fire_due()
             if not (self._forever or self._runs or self._inbox):
                 break
-            self._arm()
-            for fd, mask in self._epoll.poll():
+            for fd, mask in self._epoll.poll(self._arm()):
                 handler = self._handlers.get(fd)
                 if handler is not None:
                     handler(mask)
@@ -170,7 +176,10 @@ class Engine:
         while self._inbox:
             run = self._inbox.popleft()
             self._runs.add(run)
-            run.begin()
+            if run.start_at > time.monotonic_ns():
+                self._schedule(run, run.start_at)
+            else:
+                run.begin()
         if self._stop_sending:
             for run in list(self._runs):
                 run.stop_sending()
@@ -198,12 +207,19 @@ class Engine:
                     now = time.monotonic_ns()
             run.on_timer(now)
 
-    def _arm(self) -> None:
+    def _arm(self) -> float:
+        """Arm the timer at the nearest deadline; the epoll timeout to wait with (0 when a
+        deadline has come already: re-arming a timer per packet costs more than a poll)."""
         heap = self._heap
         while heap and heap[0][2].wake_at != heap[0][0]:
             heapq.heappop(heap)
-        if heap:
-            self._timer.arm(heap[0][0] - (SPIN_NS if self.precise else 0))
+        if not heap:
+            return -1
+        at = heap[0][0] - (SPIN_NS if self.precise else 0)
+        if at <= time.monotonic_ns():
+            return 0
+        self._timer.arm(at)
+        return -1
 
     def _schedule(self, run: _Run, at: int | None) -> None:
         if at == run.wake_at:
@@ -233,7 +249,13 @@ class _Run:
     """One measurement from name resolution to its result."""
 
     def __init__(
-        self, engine: Engine, target: Target, test: Test, on_done: Done, observer: Observer
+        self,
+        engine: Engine,
+        target: Target,
+        test: Test,
+        on_done: Done,
+        observer: Observer,
+        start_at: int,
     ) -> None:
         self.engine = engine
         self.target = target
@@ -258,12 +280,18 @@ class _Run:
         self.header: Header | None = None
         self.destination: Address | None = None
         self.stop_requested = False
+        #: Monotonic time to begin at; None once begun.
+        self.start_at = start_at
+        self.begun = False
         self.clock = read_clock_state()
         self.started = datetime.datetime.now(datetime.UTC)
 
     # Set-up ----------------------------------------------------------------------------
 
     def begin(self) -> None:
+        self.begun = True
+        self.clock = read_clock_state()
+        self.started = datetime.datetime.now(datetime.UTC)
         try:
             family, self.address = resolve(self.target, self.test)
             self.test_sock = open_test_socket(self.test, family)
@@ -470,6 +498,9 @@ class _Run:
 
     def on_timer(self, now: int) -> None:
         sender = self.sender
+        if not self.begun:
+            self.begin()
+            return
         if sender is None:
             if self.connecting:
                 self.finish(
@@ -486,7 +517,10 @@ class _Run:
             self.observer.lost(lost)
         sock, destination = self.test_sock, self.destination
         assert sock is not None and destination is not None
-        while (packet := sender.outgoing()) is not None and packet.deadline <= now:
+        sent = 0
+        while (due := sender.next_send_at()) is not None and due <= now:
+            packet = sender.outgoing()
+            assert packet is not None
             t1 = time.time_ns()
             wire = packet.wire(t1)
             try:
@@ -495,6 +529,11 @@ class _Run:
                 sender.send_failed(error.strerror or type(error).__name__, now)
                 continue
             sender.sent(t1, now)
+            sent += 1
+        # On most paths the kernel has stamped the packet before sendto returned: reading the
+        # reports now saves the wake-up that their arrival on the error queue would cost.
+        if sent:
+            self._read_error_queue(sent)
         self._after_events()
 
     def _after_events(self) -> None:
@@ -505,34 +544,38 @@ class _Run:
         else:
             self.engine._schedule(self, sender.next_deadline())
 
-    def _on_test_socket(self, _mask: int) -> None:
+    def _on_test_socket(self, mask: int) -> None:
+        """One datagram per readiness report: epoll is level-triggered, so the next is reported
+        at once, and no read ends in EAGAIN (an exception and a system call per wake-up)."""
         sender, sock = self.sender, self.test_sock
         if sender is None or sock is None:
             return
-        self._read_error_queue()
-        observer = self.observer
-        while True:
+        if mask & select.EPOLLERR:
+            self._read_error_queue()
+        if mask & select.EPOLLIN:
             try:
                 data, ancdata, _flags, source = sock.recvmsg(65535, ANCILLARY_SPACE)
             except (BlockingIOError, InterruptedError):
-                break
+                return
             except OSError as error:
                 # An ICMP error reported on the socket itself: nothing was reflected.
                 sender.handle_icmp_error(error.strerror or type(error).__name__)
-                continue
+                return
             received_ns, _ttl = parse_ancillary(ancdata)
             t4 = received_ns if received_ns is not None else time.time_ns()
             event = sender.handle_reply(data, t4=t4, source=(source[0], source[1]))
             if isinstance(event, Answered):
-                observer.answered(event.reply, event.duplicate)
+                self.observer.answered(event.reply, event.duplicate)
         self._after_events()
 
-    def _read_error_queue(self) -> None:
+    def _read_error_queue(self, most: int = -1) -> None:
         """Take the kernel's send times and ICMP errors off the error queue (which must be
-        emptied anyway: while it holds anything, epoll reports the socket readable)."""
+        emptied anyway: while it holds anything, epoll reports the socket readable); ``most``
+        reports at the most, when that many are expected."""
         sender, sock = self.sender, self.test_sock
         assert sender is not None and sock is not None
-        while True:
+        while most:
+            most -= 1
             try:
                 _data, ancdata, _flags, _address = sock.recvmsg(
                     0, TX_ANCILLARY_SPACE, socket.MSG_ERRQUEUE

@@ -188,6 +188,13 @@ class SessionSender:
         self._kernel_times = True
         self._kernel_sent = bytearray()
         self._templates: dict[int, bytearray] = {}
+        # Per-packet work reads plain values, not the mode's flags (enum arithmetic is slow).
+        self._authenticated = plan.authenticated
+        self._stamp_at = _T1_OFFSET[self._authenticated]
+        #: The authenticated mode seals before T1 is written (T1 lies outside the HMAC), the
+        #: encrypted mode after (T1 lies inside the encrypted block).
+        self._seal_first = plan.protection if plan.mode == Mode.AUTHENTICATED else None
+        self._seal_after = plan.protection if plan.mode == Mode.ENCRYPTED else None
 
     # The schedule -------------------------------------------------------------------------
 
@@ -212,6 +219,10 @@ class SessionSender:
             deadline = give_up if deadline is None else min(deadline, give_up)
         return deadline
 
+    def next_send_at(self) -> int | None:
+        """When the next packet is due, or None when nothing is left to send."""
+        return self._next_at if self.sending else None
+
     def outgoing(self) -> Outgoing | None:
         """The next packet, or None when nothing is left to send."""
         if not self.sending:
@@ -222,15 +233,11 @@ class SessionSender:
         buffer = self._templates.get(padding)
         if buffer is None:
             packet = SenderPacket(0, 0, plan.error_estimate, plan.padding[:padding])
-            buffer = self._templates[padding] = bytearray(packet.pack(plan.authenticated))
+            buffer = self._templates[padding] = bytearray(packet.pack(self._authenticated))
         _SEQ.pack_into(buffer, 0, seq)
-        protection = plan.protection
-        if plan.mode == Mode.AUTHENTICATED and protection is not None:
-            buffer = bytearray(protection.seal_sender(bytes(buffer)))
-            protection = None  # sealed already: T1 is outside the HMAC
-        elif plan.mode != Mode.ENCRYPTED:
-            protection = None
-        return Outgoing(seq, self._next_at, buffer, _T1_OFFSET[plan.authenticated], protection)
+        if self._seal_first is not None:
+            buffer = bytearray(self._seal_first.seal_sender(bytes(buffer)))
+        return Outgoing(seq, self._next_at, buffer, self._stamp_at, self._seal_after)
 
     def sent(self, t1: int, now: int) -> None:
         """The packet of :meth:`outgoing` left at wall-clock ``t1`` (ns)."""
@@ -310,7 +317,8 @@ class SessionSender:
         plan = self.plan
         if source != plan.reflector:
             return self._reject(FOREIGN_SOURCE)
-        short = not plan.authenticated and (
+        authenticated = self._authenticated
+        short = not authenticated and (
             SHORT_REFLECTOR_SIZE <= len(data) < REFLECTOR_HEADER_SIZE[False]
         )
         if short:
@@ -318,7 +326,7 @@ class SessionSender:
         try:
             if plan.protection is not None:
                 data = plan.protection.open_reflector(data)
-            packet = ReflectorPacket.unpack(data, plan.authenticated)
+            packet = ReflectorPacket.unpack(data, authenticated)
         except AuthenticationError:
             return self._reject(FAILED_HMAC)
         except ProtocolError:
@@ -330,7 +338,7 @@ class SessionSender:
         if seq < self._next_lost and not duplicate:
             self.outcome.late += 1
             return Late(seq)
-        if not ErrorEstimate.from_wire(packet.error_estimate).synchronized:
+        if not ErrorEstimate.synchronized_on_wire(packet.error_estimate):
             self.outcome.reflector_synchronized = False
         reply = Reply(
             sender_seq=seq,

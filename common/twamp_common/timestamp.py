@@ -102,11 +102,16 @@ class ErrorEstimate:
             | self.multiplier
         )
 
+    @staticmethod
+    def synchronized_on_wire(value: int) -> bool:
+        """The S bit of a 16-bit field value, without decoding the rest (a per-packet check)."""
+        return bool(value & 0x8000)
+
     @classmethod
     def from_wire(cls, value: int) -> ErrorEstimate:
         """Decode the 16-bit field value."""
         return cls(
-            synchronized=bool(value & 0x8000),
+            synchronized=cls.synchronized_on_wire(value),
             ptp=bool(value & 0x4000),
             scale=(value >> 8) & 0x3F,
             multiplier=value & 0xFF,
