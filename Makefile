@@ -31,6 +31,12 @@ PKG_BUILD := build/packages
 # Packages are built with the distribution's Python, never a locally installed one.
 PKG_PATH := /usr/sbin:/usr/bin:/sbin:/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# apt-get that waits for a lock another apt run holds (the machine's own updates, say) instead
+# of failing on it: DPkg::Lock::Timeout covers dpkg's lock; `update` takes the lists lock, which
+# no option waits for, so APT_UPDATE retries it.
+APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600
+APT_UPDATE := for _ in $$(seq 60); do $(APT) update -qq && break; \
+	echo "apt-get update failed (is another apt running?); trying again in 10 s"; sleep 10; done
 PYTEST_ARGS ?=
 SHELL := bash
 # make run: TWAMP's own ports when we may bind them, unprivileged ones otherwise.
@@ -48,8 +54,8 @@ system-deps deb-deps rpm-deps test-deps:
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:" $$missing; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+		$(APT_UPDATE); \
+		$(APT) install -y -qq $$missing >/dev/null; \
 	fi
 
 $(VENV)/.installed: common/pyproject.toml server/pyproject.toml client/pyproject.toml tests/requirements.txt
@@ -131,7 +137,7 @@ set-version:
 # Figures are ratios against baselines measured in the same run; bench/README.md explains them.
 bench: venv
 	@command -v ping >/dev/null || [ "$$(id -u)" != 0 ] || \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iputils-ping >/dev/null
+		$(APT) install -y -qq iputils-ping >/dev/null
 	$(BIN)/python bench/run_all.py
 
 clean:
