@@ -59,7 +59,7 @@ class SessionRequest:
 
     sender_port: int
     receiver_port: int
-    #: Sender padding for the mode the set-up settles on.
+    #: Sender padding for the mode the set-up settles on (the largest, for varying sizes).
     padding: Callable[[Mode], int]
     dscp: int
     #: Seconds the reflector keeps reflecting after Stop-Sessions.

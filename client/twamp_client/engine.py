@@ -35,12 +35,14 @@ import socket
 import time
 from collections.abc import Callable, Generator
 
+from twamp_common import traffic
 from twamp_common.clock import read_clock_state
-from twamp_common.codes import Mode, mode_name
+from twamp_common.codes import AUTHENTICATED_TEST_MODES, Mode, mode_name
 from twamp_common.control import NEED_DATA, ClientControl, ConnectionClosed
 from twamp_common.crypto import TestPacketProtection
 from twamp_common.errors import AuthenticationError, ProtocolError
 from twamp_common.schedule import Periodic, Poisson, Schedule
+from twamp_common.test_packets import SENDER_HEADER_SIZE
 from twamp_common.test_session import Answered, SenderPlan, SessionSender
 from twamp_common.udp_options import (
     ANCILLARY_SPACE,
@@ -59,7 +61,7 @@ from .control_session import (
     dialogue,
     stop_sessions,
 )
-from .measurement import Header, Measurement, Observer, Target, Test, packet_size
+from .measurement import Header, Measurement, Observer, Target, Test
 from .sockets import Address, open_test_socket, resolve
 from .timer import Timer
 
@@ -76,8 +78,18 @@ Done = Callable[[Measurement], None]
 _QUIET = Observer()
 
 
-def schedule_for(test: Test, padding: int) -> Schedule:
-    """The send schedule a Test asks for."""
+def schedule_for(test: Test, mode: Mode, ip_version: int) -> Schedule:
+    """The send schedule a Test asks for in ``mode`` over IPv``ip_version``; ClientError when
+    it cannot be sent (a size below the header, a bandwidth too low)."""
+    authenticated = bool(mode & AUTHENTICATED_TEST_MODES)
+    try:
+        if test.traffic is not None:
+            return traffic.schedule(
+                test.traffic, ip_version=ip_version, authenticated=authenticated
+            )
+        padding = test.sender_padding(mode)
+    except ValueError as error:  # ModelError is one
+        raise ClientError(str(error)) from None
     interval_ns = max(1, round(test.interval_ms * 1e6))
     if test.schedule == "poisson":
         import random  # noqa: PLC0415 - only Poisson schedules draw numbers
@@ -277,6 +289,7 @@ class _Run:
         self.outbox = bytearray()
         self.setup_deadline = 0
         self.sender: SessionSender | None = None
+        self.schedule: Schedule | None = None
         self.header: Header | None = None
         self.destination: Address | None = None
         self.stop_requested = False
@@ -297,7 +310,7 @@ class _Run:
             self.test_sock = open_test_socket(self.test, family)
             self.engine._register(self.test_sock.fileno(), _IN, self._on_test_socket)
             if self.target.light:
-                self._start_test(Mode.UNAUTHENTICATED, self.address, None, "TWAMP Light", 0)
+                self._start_test(Mode.UNAUTHENTICATED, self.address, None, "TWAMP Light")
             else:
                 self._connect(family)
         except ClientError as error:
@@ -375,10 +388,12 @@ class _Run:
         self._advance()
 
     def _padding(self, mode: Mode) -> int:
-        try:
-            return self.test.sender_padding(mode)
-        except ValueError as error:
-            raise ClientError(str(error)) from None
+        """The session's schedule, now that the mode is known; the padding to request (the
+        largest any packet carries)."""
+        assert self.test_sock is not None
+        ip_version = 6 if self.test_sock.family == socket.AF_INET6 else 4
+        self.schedule = schedule_for(self.test, mode, ip_version)
+        return self.schedule.max_padding
 
     def _read_control(self) -> None:
         assert self.control_sock is not None and self.control is not None
@@ -416,7 +431,6 @@ class _Run:
                 destination,
                 self.control.test_protection(started.sid),
                 mode_name(started.mode),
-                started.padding,
             )
 
     def _next_event(self) -> object:
@@ -459,13 +473,13 @@ class _Run:
         destination: Address,
         protection: TestPacketProtection | None,
         mode_text: str,
-        padding: int,
     ) -> None:
         test = self.test
-        if self.target.light:
-            padding = self._padding(mode)
-        assert self.address is not None
-        schedule = schedule_for(test, padding)
+        if self.schedule is None:  # TWAMP Light: no set-up has chosen it
+            self._padding(mode)
+        schedule = self.schedule
+        assert self.address is not None and schedule is not None
+        padding = schedule.max_padding
         self.destination = destination
         plan = SenderPlan(
             count=test.count,
@@ -483,8 +497,9 @@ class _Run:
             port=self.target.effective_port,
             mode=mode_text,
             count=test.count,
-            interval_ms=test.interval_ms,
-            packet_size=packet_size(test, mode),
+            interval_ms=test.interval_ms if test.traffic is None else schedule.gap(0) / 1e6,
+            packet_size=SENDER_HEADER_SIZE[bool(mode & AUTHENTICATED_TEST_MODES)]
+            + schedule.padding(0),
             started=self.started,
             test_port=destination[1],
             sender_port=self.test_sock.getsockname()[1] if self.test_sock else 0,

@@ -15,6 +15,7 @@ from twamp_common.codes import AUTHENTICATED_TEST_MODES, CONTROL_PORT, TEST_PORT
 from twamp_common.stats import Reply, Summary, summarize
 from twamp_common.test_packets import SENDER_HEADER_SIZE, SYMMETRIC_SENDER_PADDING
 from twamp_common.test_session import Lost, Outcome
+from twamp_common.traffic import TrafficModel
 
 #: Seconds for connection, greeting and set-up together, unless a Test says otherwise.
 CONNECT_TIMEOUT = 10.0
@@ -72,6 +73,8 @@ class Test:
     max_count: int = 32768
     #: Seconds for connection, greeting and set-up together.
     connect_timeout: float = CONNECT_TIMEOUT
+    #: A traffic model (g711, g729, cbr, imix) instead of interval and size.
+    traffic: TrafficModel | None = None
 
     def sender_padding(self, mode: Mode) -> int:
         """Sender padding: as given, from ``size``, or what makes both directions the same size.
@@ -197,11 +200,6 @@ def silence_hint(header: Header, outcome: Outcome) -> str | None:
         f"no reply came back: {where} UDP open both ways, to {header.address} port"
         f" {header.test_port} and back to this host's port {header.sender_port}?"
     )
-
-
-def packet_size(test: Test, mode: Mode) -> int:
-    """UDP payload octets of each sender packet."""
-    return SENDER_HEADER_SIZE[bool(mode & AUTHENTICATED_TEST_MODES)] + test.sender_padding(mode)
 
 
 class Observer:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from twamp_common.codes import Mode
+from twamp_common.traffic import MODELS, ModelError, TrafficModel
 
 from .keyfile import FORMATS, KeyFileError, read_secret_file
 from .measurement import CONNECT_TIMEOUT, Target, Test
@@ -129,8 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     test.add_argument(
         "-i",
-        dest="interval",
-        default="1000",
+        dest="interval_given",
         metavar="MS",
         help="milliseconds between packets (default 1000)",
     )
@@ -139,6 +139,19 @@ def _parser() -> argparse.ArgumentParser:
         choices=("periodic", "poisson"),
         default="periodic",
         help="fixed intervals, or exponential ones of mean -i (default periodic)",
+    )
+    test.add_argument(
+        "--model",
+        choices=MODELS,
+        help="traffic like voice or bulk data instead of -i/--size: g711 (200-octet IP packets"
+        " every 20 ms), g729 (60), cbr (--ip-size at --bandwidth), imix (7:4:1 of 70/576/1500"
+        " octets at --bandwidth)",
+    )
+    test.add_argument(
+        "--bandwidth", metavar="RATE", help="bit/s of cbr and imix, e.g. 64000, 2.5M, 1G"
+    )
+    test.add_argument(
+        "--ip-size", metavar="OCTETS", help="IP packet size of cbr, IP and UDP headers included"
     )
     test.add_argument(
         "--padding",
@@ -291,6 +304,8 @@ def _dscp(text: str) -> int:
 #: Options that take a value which may itself start with "-" (a negative number, to be refused
 #: with a clear message rather than argparse's "expected one argument").
 _VALUED = {
+    "--bandwidth",
+    "--ip-size",
     "-c",
     "-i",
     "--padding",
@@ -320,6 +335,48 @@ def _attach_negative_values(argv: list[str]) -> list[str]:
         else:
             joined.append(word)
     return joined
+
+
+_RATE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
+
+
+def _rate(text: str) -> int:
+    """A bit rate: a number with an optional k, M or G."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:bit/s|bps)?", text.strip())
+    if not match or float(match.group(1)) * _RATE_UNITS[match.group(2).lower()] < 1:
+        raise UsageError(
+            f"--bandwidth {text!r} is not a bit rate (allowed: a positive number of bit/s,"
+            " with k, M or G: 64000, 2.5M, 1G)"
+        )
+    return round(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
+
+
+def _traffic(args: argparse.Namespace) -> TrafficModel | None:
+    """The --model, checked against what it replaces."""
+    if args.model is None:
+        if args.bandwidth is not None or args.ip_size is not None:
+            raise UsageError("--bandwidth and --ip-size shape a --model (cbr or imix)")
+        return None
+    given = [
+        name
+        for name, value in (
+            ("-i", args.interval_given),
+            ("--size", args.size),
+            ("--padding", args.padding),
+        )
+        if value is not None
+    ]
+    if given or args.schedule != "periodic":
+        replaced = ", ".join(given or ["--schedule"])
+        raise UsageError(f"--model sets the sizes and intervals: leave out {replaced}")
+    try:
+        return TrafficModel(
+            args.model,
+            bandwidth=None if args.bandwidth is None else _rate(args.bandwidth),
+            size=None if args.ip_size is None else _integer("--ip-size", args.ip_size, 1, 65535),
+        )
+    except ModelError as error:
+        raise UsageError(str(error)) from None
 
 
 def read_targets(path: Path) -> list[str]:
@@ -390,7 +447,9 @@ def parse(argv: list[str] | None = None) -> Options:
             raise UsageError(f"--source {source_host!r} is not an IP address") from None
     test = Test(
         count=_integer("count (-c)", args.count, 0, 10_000_000),
-        interval_ms=_number("interval (-i)", args.interval, MIN_INTERVAL_MS, 3_600_000),
+        interval_ms=_number(
+            "interval (-i)", args.interval_given or "1000", MIN_INTERVAL_MS, 3_600_000
+        ),
         schedule=args.schedule,
         padding=None if args.padding is None else _integer("--padding", args.padding, 0, 65000),
         size=None if args.size is None else _integer("--size", args.size, 14, 65507),
@@ -406,6 +465,7 @@ def parse(argv: list[str] | None = None) -> Options:
         family=args.family,
         max_count=_integer("--max-count", args.max_count, 1024, 1 << 31),
         connect_timeout=_number("--connect-timeout", args.connect_timeout, 0.1, 3600),
+        traffic=_traffic(args),
     )
     return Options(
         targets=_targets(texts, light),

@@ -1,0 +1,96 @@
+"""Traffic models: test packets that look like voice or bulk data, as a send schedule.
+
+Sizes are IP packet sizes, IP and UDP headers included (20 + 8 octets over IPv4, 40 + 8 over
+IPv6), as voice engineers quote them; the TWAMP padding fills the rest, and the reflector's
+reply is as large as the request, so both directions carry the same size:
+
+* ``g711``: 200-octet packets every 20 ms (20 IP + 8 UDP + 12 RTP + 160 voice octets);
+* ``g729``: 60-octet packets every 20 ms, or the smallest size that holds the reflector's
+  header where 60 does not (69 octets over IPv4 unauthenticated, 89 over IPv6, 140/160 in the
+  authenticated and encrypted modes): a smaller request would make the reply larger than it;
+* ``cbr``: ``size``-octet packets at ``bandwidth`` bit/s, the interval exact in nanoseconds;
+* ``imix``: the 7:4:1 cycle 70, 576, 70, 576, 70, 576, 70, 576, 70, 70, 70, 1500 octets,
+  paced so that the mean rate is ``bandwidth`` (a size below the smallest that fits is raised
+  to it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .schedule import Cycle, Periodic, Schedule
+from .test_packets import REFLECTOR_HEADER_SIZE, SENDER_HEADER_SIZE
+
+#: IP + UDP header octets, by IP version.
+IP_UDP_HEADER = {4: 28, 6: 48}
+IMIX_CYCLE = (70, 576, 70, 576, 70, 576, 70, 576, 70, 70, 70, 1500)
+#: Voice codecs: (IP packet size, interval in ns).
+VOICE = {"g711": (200, 20_000_000), "g729": (60, 20_000_000)}
+MODELS = (*VOICE, "cbr", "imix")
+#: Longest gap a model may ask for (the longest -i).
+MAX_INTERVAL_NS = 3_600 * 1_000_000_000
+#: Largest IP packet size (an IPv4 datagram's limit).
+MAX_SIZE = 65_535
+
+
+class ModelError(ValueError):
+    """A traffic model that cannot be sent: one sentence naming the setting."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TrafficModel:
+    """A named model and the settings ``cbr`` and ``imix`` need."""
+
+    name: str
+    #: Bits per second at the IP layer (cbr, imix).
+    bandwidth: int | None = None
+    #: IP packet size in octets (cbr).
+    size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in MODELS:
+            raise ModelError(f"model {self.name!r} is not one of {', '.join(MODELS)}")
+        if self.name in ("cbr", "imix") and not self.bandwidth:
+            raise ModelError(f"the {self.name} model needs a bandwidth (bit/s)")
+        if self.name == "cbr" and not self.size:
+            raise ModelError("the cbr model needs a size (octets, IP header included)")
+        if self.bandwidth is not None and self.bandwidth < 1:
+            raise ModelError(f"a bandwidth of {self.bandwidth} bit/s sends nothing")
+        if self.size is not None and not 1 <= self.size <= MAX_SIZE:
+            raise ModelError(f"size {self.size} is outside 1..{MAX_SIZE} octets")
+
+
+def smallest_size(ip_version: int, authenticated: bool) -> int:
+    """The smallest IP packet whose UDP payload holds the reflector's header."""
+    return IP_UDP_HEADER[ip_version] + REFLECTOR_HEADER_SIZE[authenticated]
+
+
+def schedule(model: TrafficModel, *, ip_version: int, authenticated: bool) -> Schedule:
+    """The send schedule of ``model`` over IPv``ip_version`` in the given layout.
+
+    ModelError when the interval would exceed an hour (a bandwidth too low for the size).
+    """
+    floor = smallest_size(ip_version, authenticated)
+    overhead = IP_UDP_HEADER[ip_version] + SENDER_HEADER_SIZE[authenticated]
+    if model.name in VOICE:
+        size, interval = VOICE[model.name]
+        return Periodic(interval, max(size, floor) - overhead)
+    assert model.bandwidth is not None
+    if model.name == "cbr":
+        assert model.size is not None
+        size = max(model.size, floor)
+        return Periodic(_interval(size * 8, model.bandwidth, model), size - overhead)
+    sizes = [max(size, floor) for size in IMIX_CYCLE]
+    interval = _interval(sum(sizes) * 8, model.bandwidth * len(sizes), model)
+    return Cycle(tuple(size - overhead for size in sizes), interval)
+
+
+def _interval(bits: int, bandwidth: int, model: TrafficModel) -> int:
+    """Nanoseconds for ``bits`` at ``bandwidth`` bit/s, rounded to the nearest."""
+    interval = (bits * 1_000_000_000 + bandwidth // 2) // bandwidth
+    if interval > MAX_INTERVAL_NS:
+        raise ModelError(
+            f"{model.bandwidth} bit/s is too low for the {model.name} model: one packet"
+            f" would take {interval / 1e9:.0f} s (at most {MAX_INTERVAL_NS // 10**9} s)"
+        )
+    return max(interval, 1)

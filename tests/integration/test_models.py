@@ -1,0 +1,142 @@
+"""Traffic models on the wire: tshark sees each model's IP sizes and intervals, both ways."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support import free_port, running_server, server_config
+
+TSHARK = shutil.which("tshark")
+
+
+def capture(tmp_path: Path, port: int, *args: str) -> tuple[dict, list[tuple[float, int, int]]]:  # type: ignore[type-arg]
+    """Run the client to a Light reflector on ``port`` while tshark watches: (the --json
+    document, [(time, IP length, destination port)] of every test packet)."""
+    assert TSHARK is not None, "tshark is missing: `make venv` installs it"
+    out = tmp_path / "models.pcapng"
+    dumper = subprocess.Popen(
+        [TSHARK, "-i", "lo", "-f", f"udp port {port}", "-w", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert dumper.stderr is not None
+        for line in dumper.stderr:
+            if "Capturing on" in line:
+                break
+        time.sleep(0.5)  # the capture is announced a moment before it really runs
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "twamp_client",
+                f"127.0.0.1:{port}",
+                "--light",
+                "--json",
+                "--wait",
+                "0.3",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+    finally:
+        time.sleep(0.5)
+        dumper.terminate()
+        dumper.wait(10)
+    fields = subprocess.run(
+        [
+            TSHARK,
+            "-r",
+            str(out),
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "ip.len",
+            "-e",
+            "udp.dstport",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    rows = [(float(t), int(n), int(d)) for t, n, d in (line.split("\t") for line in fields if line)]
+    return json.loads(result.stdout), rows
+
+
+@pytest.fixture
+def light_port(tmp_path: Path):  # type: ignore[no-untyped-def]
+    port = free_port(socket.SOCK_DGRAM)
+    config = server_config(tmp_path, light_ports=port, light_allow="127.0.0.0/8")
+    with running_server(tmp_path, config):
+        yield port
+
+
+@pytest.mark.parametrize(
+    ("args", "sizes", "interval_ms"),
+    [
+        (["--model", "g711", "-c", "20"], [200], 20.0),
+        (["--model", "g729", "-c", "20"], [69], 20.0),
+        (["--model", "cbr", "--bandwidth", "256k", "--ip-size", "400", "-c", "20"], [400], 12.5),
+        (
+            ["--model", "imix", "--bandwidth", "2M", "-c", "24"],
+            [70, 576, 70, 576, 70, 576, 70, 576, 70, 70, 70, 1500],
+            34352 / 24000,
+        ),
+    ],
+    ids=["g711", "g729", "cbr", "imix"],
+)
+def test_each_model_on_the_wire(
+    tmp_path: Path, light_port: int, args: list[str], sizes: list[int], interval_ms: float
+) -> None:
+    document, rows = capture(tmp_path, light_port, *args)
+    count = document["sent"]
+    assert document["received"] == count
+    out = [(t, n) for t, n, d in rows if d == light_port]
+    back = [(t, n) for t, n, d in rows if d != light_port]
+    assert len(out) == len(back) == count
+    expected = [sizes[k % len(sizes)] for k in range(count)]
+    assert [n for _, n in out] == expected  # sender → reflector
+    assert [n for _, n in back] == expected  # and back: the same size both ways
+    gaps = [b[0] - a[0] for a, b in zip(out, out[1:], strict=False)]
+    assert statistics.median(gaps) == pytest.approx(interval_ms / 1000, abs=0.3e-3)
+
+
+def test_a_model_replaces_interval_and_size() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "twamp_client", "127.0.0.1", "--model", "g711", "-i", "10"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--model sets the sizes and intervals: leave out -i" in result.stderr
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "twamp_client",
+            "127.0.0.1",
+            "--model",
+            "cbr",
+            "--bandwidth",
+            "fast",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "--bandwidth 'fast' is not a bit rate" in result.stderr
