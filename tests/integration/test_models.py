@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import socket
@@ -111,7 +112,7 @@ def test_each_model_on_the_wire(
     expected = [sizes[k % len(sizes)] for k in range(count)]
     assert [n for _, n in out] == expected  # sender → reflector
     assert [n for _, n in back] == expected  # and back: the same size both ways
-    gaps = [b[0] - a[0] for a, b in zip(out, out[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(out)]
     assert statistics.median(gaps) == pytest.approx(interval_ms / 1000, abs=0.3e-3)
 
 

@@ -49,11 +49,11 @@ def test_imix_cycles_7_4_1_at_the_mean_rate() -> None:
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        (dict(name="cbr", size=200), "needs a bandwidth"),
-        (dict(name="cbr", bandwidth=1000), "needs a size"),
-        (dict(name="imix", bandwidth=0), "needs a bandwidth"),
-        (dict(name="opus"), "is not one of"),
-        (dict(name="cbr", bandwidth=1000, size=70_000), "outside"),
+        ({"name": "cbr", "size": 200}, "needs a bandwidth"),
+        ({"name": "cbr", "bandwidth": 1000}, "needs a size"),
+        ({"name": "imix", "bandwidth": 0}, "needs a bandwidth"),
+        ({"name": "opus"}, "is not one of"),
+        ({"name": "cbr", "bandwidth": 1000, "size": 70_000}, "outside"),
     ],
 )
 def test_bad_models_are_refused(model: dict, message: str) -> None:  # type: ignore[type-arg]
