@@ -149,7 +149,7 @@ def _idte(t: float) -> float:
 
 def _idle(tr: float) -> float:
     """Listener echo impairment (G.107 §7.4)."""
-    rle = 10.5 * (_WEPL + 7) * (tr + 1) ** -0.25
+    rle = 10.5 * (_WEPL + 7) * math.pow(tr + 1, -0.25)
     half = (_RO - rle) / 2
     return half + math.sqrt(half * half + 169)
 
@@ -159,7 +159,7 @@ def _idd(ta: float) -> float:
     if ta <= _IDD_THRESHOLD_MS:
         return 0.0
     x = math.log2(ta / _IDD_THRESHOLD_MS)
-    return 25 * ((1 + x**6) ** (1 / 6) - 3 * (1 + (x / 3) ** 6) ** (1 / 6) + 2)
+    return 25 * (math.pow(1 + x**6, 1 / 6) - 3 * math.pow(1 + (x / 3) ** 6, 1 / 6) + 2)
 
 
 def equipment_impairment(codec: Codec, loss_percent: float, burst_ratio: float = 1.0) -> float:
