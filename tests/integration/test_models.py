@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from support import free_port, running_server, server_config
+from twamp_common import mos
 
 TSHARK = shutil.which("tshark")
 
@@ -141,3 +142,73 @@ def test_a_model_replaces_interval_and_size() -> None:
         check=False,
     )
     assert "--bandwidth 'fast' is not a bit rate" in result.stderr
+
+
+def test_voice_models_are_scored_per_direction() -> None:
+    """10 % random loss on the way out only, through a stateful reflector that splits it: the
+    outbound MOS is G.711's at 10 %, the inbound one G.711's at none, each with G.711's 20 ms of
+    packetisation delay (loopback adds microseconds)."""
+    from peers import FakeReflector, Stamps, honest
+
+    def drop_every_tenth(stamps: Stamps) -> bytes | None:
+        return None if stamps.sender.seq % 10 == 5 else honest(stamps)
+
+    with FakeReflector(drop_every_tenth) as peer:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "twamp_client",
+                f"127.0.0.1:{peer.port}",
+                "--light",
+                "--model",
+                "g711",
+                "-c",
+                "100",
+                "--wait",
+                "0.3",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        text = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "twamp_client",
+                f"127.0.0.1:{peer.port}",
+                "--light",
+                "--model",
+                "g711",
+                "-c",
+                "10",
+                "--wait",
+                "0.3",
+                "-s",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout
+    document = json.loads(result.stdout)
+    assert (document["forward_lost"], document["reverse_lost"]) == (10, 0)
+    score = document["mos"]
+    assert score["codec"] == "g711"
+    g711 = mos.CODECS["g711"]
+    lossy = mos.assess(g711, loss_percent=10, one_way_delay_ns=0, jitter_ns=0)
+    clean = mos.assess(g711, loss_percent=0, one_way_delay_ns=0, jitter_ns=0)
+    assert score["out"] == pytest.approx(lossy.mos, abs=0.005)
+    assert score["r_out"] == pytest.approx(lossy.r, abs=0.05)
+    assert score["in"] == pytest.approx(clean.mos, abs=0.005)
+    assert 3.3 < score["out"] < 3.41  # G.107 at 10 % and no delay: 3.41
+    assert 4.3 < score["in"] <= 4.41  # and at none: 4.41
+    assert "MOS (g711, ITU-T G.107) out" in text
+
+
+def test_runs_without_a_voice_model_have_no_mos(tmp_path: Path, light_port: int) -> None:
+    document, _rows = capture(tmp_path, light_port, "-c", "3", "-i", "10")
+    assert document["mos"] is None

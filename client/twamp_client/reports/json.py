@@ -10,6 +10,7 @@ from typing import IO, Any
 
 from twamp_common.stats import Distribution
 
+from .. import quality
 from ..measurement import Measurement
 from .units import us
 
@@ -77,6 +78,7 @@ def document(measurement: Measurement) -> dict[str, Any]:
             "processing_us": _distribution(summary.processing),
             "inconsistent": summary.inconsistent,
             "loss_split_note": summary.split_note,
+            "mos": quality.as_json(quality.voice_quality(measurement)),
             "clocks_synchronized": measurement.unsync_reason is None,
             "clock_note": measurement.unsync_reason,
             "hops": None

@@ -13,6 +13,7 @@ from typing import IO
 from twamp_common.stats import Reply, Summary
 from twamp_common.test_session import Lost
 
+from .. import quality
 from ..measurement import Header, Measurement, Observer
 from .units import ms
 
@@ -92,6 +93,9 @@ def write_summary(header: Header, summary: Summary, measurement: Measurement, ou
     out.write(f"--- {header.host} port {header.port} TWAMP statistics ---\n")
     _write_counts(summary, measurement, out)
     _write_delays(summary, measurement.unsync_reason, out)
+    voice = quality.voice_quality(measurement)
+    if voice is not None:
+        out.write(quality.summary_line(voice))
 
 
 def _write_counts(summary: Summary, measurement: Measurement, out: IO[str]) -> None:
