@@ -26,6 +26,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import TypeVar
 
+from twamp_common import keys
 from twamp_common.codes import SECURE_CONTROL_MODES, SECURITY_MODES, Mode
 from twamp_common.errors import TwampError
 
@@ -70,8 +71,6 @@ STATUS_INTERVAL_MIN = 0.1
 #: control connection per test, so a client address rarely holds more than a handful at once;
 #: 16 leaves room for parallel tests while one address can no longer take every slot.
 MAX_CONNECTIONS_PER_CLIENT = 16
-#: Longest KeyID: the KeyID field of Set-Up-Response is 80 octets (RFC 4656 §3.1).
-KEY_ID_MAX = 80
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -485,64 +484,19 @@ class _Settings:
 
 def _decode(data: bytes, path: Path | None) -> str:
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise ConfigError("not UTF-8 text", path=path, line=line) from None
-
-
-def _key_line(line: str) -> tuple[bytes, bytes]:
-    """The KeyID and secret of one ``KEYID SECRET`` line; _InvalidValueError names no secret."""
-    parts = line.split(None, 1)
-    key_text, secret_text = parts[0], (parts[1].strip() if len(parts) > 1 else "")
-    key_id = key_text.encode("utf-8")
-    if len(key_id) > KEY_ID_MAX:
-        # The KeyID is not echoed: a line holding only a secret would print it.
-        raise _InvalidValueError(
-            f"the KeyID is {len(key_id)} octets long", f"KeyIDs of 1 to {KEY_ID_MAX} octets"
-        )
-    if not secret_text:
-        raise _InvalidValueError("a KeyID without a secret", "KEYID SECRET")
-    if not secret_text.startswith("hex:"):
-        return key_id, secret_text.encode("utf-8")
-    digits = secret_text[4:]
-    if not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", digits):
-        raise _InvalidValueError(
-            f'the secret of KeyID "{key_text}" is not hex',
-            "hex: followed by an even number of hex digits",
-        )
-    return key_id, bytes.fromhex(digits)
+        return keys.decode(data)
+    except keys.KeysFileError as error:
+        raise ConfigError(error.reason, path=path, line=error.line) from None
 
 
 def parse_keys(text: str, path: Path | None = None) -> KeyStore:
-    """The secrets of a keys file's text: ``KEYID SECRET`` lines, ``#`` comment lines.
-
-    SECRET is the rest of the line, stripped, taken as a UTF-8 passphrase, or ``hex:`` and an
-    even number of hex digits for raw octets.  A ``#`` inside a secret is part of it.  Errors
-    name the line and at most the KeyID, never the secret.
-    """
-    secrets: dict[bytes, bytes] = {}
-    first_line: dict[bytes, int] = {}
-    for number, line in enumerate(_lines(text), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        try:
-            key_id, secret = _key_line(stripped)
-        except _InvalidValueError as invalid:
-            raise ConfigError(
-                invalid.reason, path=path, line=number, allowed=invalid.allowed
-            ) from None
-        if key_id in secrets:
-            shown = key_id.decode("utf-8")
-            raise ConfigError(
-                f'KeyID "{shown}" is listed twice (first on line {first_line[key_id]})',
-                path=path,
-                line=number,
-            )
-        secrets[key_id] = secret
-        first_line[key_id] = number
-    return KeyStore(secrets)
+    """The secrets of a keys file's text (format: :mod:`twamp_common.keys`), as a KeyStore;
+    errors name the file and the line, never a secret."""
+    try:
+        entries = keys.parse_keys(text)
+    except keys.KeysFileError as error:
+        raise ConfigError(error.reason, path=path, line=error.line, allowed=error.allowed) from None
+    return KeyStore({entry.key_id: entry.secret for entry in entries})
 
 
 def read_keys(path: Path) -> KeyStore:
@@ -587,6 +541,7 @@ def _load_keys(settings: _Settings) -> tuple[KeyStore, Path | None]:
 
 def parse_config(text: str, path: Path | None = None) -> Config:
     """Check the text of a configuration file; ``path`` is for messages and the keys file."""
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
     settings = _Settings(*_read_values(text, path), path)
     get = settings.get
     # Each value alone first, in the shipped file's order; then the rules between values.
@@ -633,9 +588,9 @@ def parse_config(text: str, path: Path | None = None) -> Config:
             f"test_port {test_port} is a TWAMP-Test port already",
             f"UDP ports other than test_port {test_port}",
         )
-    keys, keys_file = _load_keys(settings)
+    key_store, keys_file = _load_keys(settings)
     warnings: list[str] = []
-    if modes & SECURE_CONTROL_MODES and not keys:
+    if modes & SECURE_CONTROL_MODES and not key_store:
         modes &= Mode.UNAUTHENTICATED
         if not modes:
             raise settings.error(
@@ -672,7 +627,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         listen=listen,
         modes=modes,
         keys_file=keys_file,
-        keys=keys,
+        keys=key_store,
         _allow=allow,
         test_ports=test_ports,
         light_ports=light_ports,

@@ -375,14 +375,14 @@ def test_keys_passphrase_hex_and_comments(tmp_path: Path) -> None:
         f"alice   {SECRET}  \n"
         "  # indented comment\n"
         "router-7 hex:00FF10ab\n"
-        "bob has # in it\n"
+        "bob has#in it # and a comment\n"
         "zoë p\u00e4ss\n"
     )
     store = read_keys(keys_file(tmp_path, text))
     assert len(store) == 4
     assert store.get(b"alice") == SECRET.encode()
     assert store.get(b"router-7") == bytes([0x00, 0xFF, 0x10, 0xAB])
-    assert store.get(b"bob") == b"has # in it"
+    assert store.get(b"bob") == b"has#in it"
     assert store.get("zoë".encode()) == "päss".encode()
     assert store.get(b"carol") is None
     assert b"alice" in store
@@ -637,3 +637,14 @@ def test_shipped_file_documents_every_key_with_its_default(tmp_path: Path) -> No
     uncommented = load_config(path)
     assert uncommented == defaults
     assert uncommented.warnings == ("no keys: only unauthenticated mode is offered",)
+
+
+def test_keys_file_with_bom_crlf_and_trailing_comments(tmp_path: Path) -> None:
+    path = keys_file(tmp_path, f"\ufeffalice {SECRET}   # the lab router\r\nbob hex:0102 # raw\r\n")
+    store = load_config(conf(tmp_path, f"keys_file = {path}\n")).keys
+    assert store.get(b"alice") == SECRET.encode()
+    assert store.get(b"bob") == b"\x01\x02"
+
+
+def test_config_file_with_a_bom(tmp_path: Path) -> None:
+    assert load_config(conf(tmp_path, "\ufeffmax_sessions = 7\n")).max_sessions == 7
