@@ -71,6 +71,14 @@ STATUS_INTERVAL_MIN = 0.1
 #: control connection per test, so a client address rarely holds more than a handful at once;
 #: 16 leaves room for parallel tests while one address can no longer take every slot.
 MAX_CONNECTIONS_PER_CLIENT = 16
+#: Default max_sessions_per_client is this fraction of max_sessions (at least 1): one client
+#: that requests sessions and never starts them must not take every slot for REFWAIT.
+SESSIONS_PER_CLIENT_SHARE = 0.1
+#: Default test_ports: inside the IANA Dynamic Ports (49152-65535, RFC 6335 §6: never assigned
+#: to a service, so no program on the host expects one of them by number) and above Linux's
+#: default ephemeral range (32768-60999), so the kernel never hands them to other sockets.
+#: 100 ports: a client may still choose its port, but can no longer take any port of the host.
+DEFAULT_TEST_PORTS = (61000, 61099)
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -163,7 +171,7 @@ class Config:
     """A checked configuration.  Build it with :func:`load_config` or :func:`parse_config`.
 
     The field defaults are the file's defaults, but only the parser checks values and applies
-    the rules between them (``max_sessions_per_client`` following ``max_sessions``,
+    the rules between them (``max_sessions_per_client`` a share of ``max_sessions``,
     ``max_connections_per_client`` capped at ``max_connections``, modes that need keys):
     construct ``Config`` directly only in tests.
     """
@@ -172,7 +180,7 @@ class Config:
     control_port: int = 862
     test_port: int = 863
     max_sessions: int = 100
-    max_sessions_per_client: int = 100
+    max_sessions_per_client: int = 10
     #: Minutes of silence after which a test session is ended (RFC 5357 REFWAIT).
     session_timeout: float = 5.0
     #: Seconds of silence after which a control connection is closed (RFC 5357 SERVWAIT).
@@ -186,7 +194,7 @@ class Config:
     keys: KeyStore = field(default_factory=KeyStore)
     _allow: tuple[IPNetwork, ...] = _EVERYWHERE
     #: Inclusive range of ports a client may ask for besides test_port; None: any port ≥ 1024.
-    test_ports: tuple[int, int] | None = None
+    test_ports: tuple[int, int] | None = DEFAULT_TEST_PORTS
     light_ports: tuple[int, ...] = _NO_PORTS
     _light_allow: tuple[IPNetwork, ...] = _NOWHERE
     pbkdf2_count: int = 8192
@@ -548,7 +556,11 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     control_port = get("control_port", _integer(1, 65535), 862)
     test_port = get("test_port", _integer(1, 65535), 863)
     max_sessions = get("max_sessions", _integer(1, 100000), 100)
-    per_client = get("max_sessions_per_client", _integer(1, 100000), max_sessions)
+    per_client = get(
+        "max_sessions_per_client",
+        _integer(1, 100000),
+        max(1, int(max_sessions * SESSIONS_PER_CLIENT_SHARE)),
+    )
     minutes = _number(0, 1440, above=True, unit="minutes")
     session_timeout = get("session_timeout", minutes, 5.0)
     seconds = _number(0, 86400, above=True, unit="seconds")
@@ -562,7 +574,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     listen = get("listen", _addresses, _DEFAULT_LISTEN)
     modes = get("modes", _modes, SECURITY_MODES)
     allow = get("allow", _network_list, _EVERYWHERE)
-    test_ports = get("test_ports", _test_ports, None)
+    test_ports = get("test_ports", _test_ports, DEFAULT_TEST_PORTS)
     light_ports = get("light_ports", _ports, _NO_PORTS)
     light_allow = get("light_allow", _network_list, _NOWHERE)
     pbkdf2_count = get("pbkdf2_count", _pbkdf2_count, 8192)

@@ -520,7 +520,8 @@ def test_sighup_applies_a_new_limit(tmp_path: Path) -> None:
         client.set_up()
         assert client.request(40001).accept == Accept.OK
         assert client.request(40002).accept == Accept.TEMPORARY_RESOURCE_LIMIT
-        server.config_path.write_text(config.replace("max_sessions = 1", "max_sessions = 2"))
+        raised = config.replace("max_sessions = 1", "max_sessions = 2")
+        server.config_path.write_text(raised.replace("per_client = 1", "per_client = 2"))
         server.notify.messages.clear()
         server.signal(signal.SIGHUP)
         server.notify.wait_for("RELOADING=1")
@@ -638,3 +639,54 @@ def test_sessions_come_and_go_while_packets_flow(server: ServerProcess) -> None:
             flowing.join()
     assert counts["sent"] > 20 and counts["back"] == counts["sent"]
     assert server.process.poll() is None
+
+
+def test_a_port_outside_test_ports_is_not_bound(tmp_path: Path) -> None:
+    """Port squatting: a client asking for any port of the host gets test_port instead, so it
+    cannot make the server hold ports that other programs need."""
+    wanted = free_port(socket.SOCK_DGRAM)
+    allowed = (61000, 61099)
+    assert not allowed[0] <= wanted <= allowed[1]
+    config = server_config(tmp_path, test_ports="61000-61099")
+    with running_server(tmp_path, config) as server:
+        test_port = config_port(server, "test_port")
+        with ControlClient("127.0.0.1", config_port(server)) as client:
+            client.set_up()
+            with client.test_socket() as udp:
+                answer = client.request(udp.getsockname()[1], receiver_port=wanted)
+                assert answer.accept == Accept.OK and answer.port == test_port
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+                    other.bind(("127.0.0.1", wanted))  # still free for its owner
+                in_range = next(
+                    port
+                    for port in range(allowed[0], allowed[1] + 1)
+                    if _udp_free("127.0.0.1", port)
+                )
+                answer = client.request(udp.getsockname()[1], receiver_port=in_range)
+                assert answer.accept == Accept.OK and answer.port == in_range
+
+
+def _udp_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def test_one_client_holding_unstarted_sessions_does_not_refuse_others(tmp_path: Path) -> None:
+    """Session exhaustion: with the default max_sessions_per_client (a tenth of max_sessions)
+    a client that requests every session it can and never starts them leaves room for others."""
+    config = server_config(tmp_path, max_sessions=20).replace("max_sessions_per_client = 20\n", "")
+    with running_server(tmp_path, config) as server:
+        port = config_port(server)
+        with ControlClient("127.0.0.1", port, source="127.0.0.2") as hog:
+            hog.set_up()
+            answers = [hog.request(41000 + index).accept for index in range(20)]
+            assert answers == [Accept.OK] * 2 + [Accept.TEMPORARY_RESOURCE_LIMIT] * 18
+            wait_log(server, "session refused", reason="max_sessions_per_client (2) reached")
+            with ControlClient("127.0.0.1", port) as honest:
+                honest.set_up()
+                replies = measure(honest)
+    assert all(reply is not None for reply in replies)

@@ -80,7 +80,7 @@ def test_defaults() -> None:
     assert config.control_port == 862
     assert config.test_port == 863
     assert config.max_sessions == 100
-    assert config.max_sessions_per_client == 100
+    assert config.max_sessions_per_client == 10  # a tenth of max_sessions
     assert config.session_timeout == 5.0
     assert config.control_timeout == 900.0
     assert config.max_connections == 1000
@@ -89,7 +89,7 @@ def test_defaults() -> None:
     assert config.modes == Mode.UNAUTHENTICATED  # no keys file: the secure modes are dropped
     assert config.keys_file is None
     assert len(config.keys) == 0
-    assert config.test_ports is None
+    assert config.test_ports == (61000, 61099)
     assert config.light_ports == ()
     assert config.pbkdf2_count == 8192
     assert config.status_interval == 10.0
@@ -154,8 +154,10 @@ def test_value_continued_on_an_indented_line() -> None:
     assert config.max_sessions == 3
 
 
-def test_per_client_limit_follows_max_sessions() -> None:
-    assert parse_config("max_sessions = 7").max_sessions_per_client == 7
+def test_per_client_limit_is_a_tenth_of_max_sessions() -> None:
+    assert parse_config("max_sessions = 7").max_sessions_per_client == 1
+    assert parse_config("max_sessions = 250").max_sessions_per_client == 25
+    assert parse_config("test_ports = any").test_ports is None
 
 
 @pytest.mark.parametrize(
