@@ -53,6 +53,8 @@ KNOWN_KEYS = (
     "test_ports",
     "light_ports",
     "light_allow",
+    "light_senders_per_address",
+    "light_short_requests",
     "pbkdf2_count",
     "status_interval",
     "log_level",
@@ -197,6 +199,10 @@ class Config:
     test_ports: tuple[int, int] | None = DEFAULT_TEST_PORTS
     light_ports: tuple[int, ...] = _NO_PORTS
     _light_allow: tuple[IPNetwork, ...] = _NOWHERE
+    #: Most TWAMP Light senders (source ports) tracked from one address.
+    light_senders_per_address: int = 16
+    #: Reflect Light requests shorter than the 41-octet reply (the reply is then larger).
+    light_short_requests: bool = False
     pbkdf2_count: int = 8192
     #: Seconds between STATUS= updates to systemd.
     status_interval: float = 10.0
@@ -340,6 +346,13 @@ def _ports(text: str) -> tuple[int, ...]:
             raise _InvalidValueError(f'"{token}" is not a port', allowed)
         found[int(token)] = None
     return tuple(found)
+
+
+def _yes_no(text: str) -> bool:
+    word = text.strip().lower()
+    if word not in ("yes", "no", "true", "false", "on", "off"):
+        raise _InvalidValueError("not yes or no", "yes or no")
+    return word in ("yes", "true", "on")
 
 
 def _pbkdf2_count(text: str) -> int:
@@ -578,6 +591,8 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     test_ports = get("test_ports", _test_ports, bounded)
     light_ports = get("light_ports", _ports, _NO_PORTS)
     light_allow = get("light_allow", _network_list, _NOWHERE)
+    light_per_address = get("light_senders_per_address", _integer(1, 100000), 16)
+    light_short = get("light_short_requests", _yes_no, False)
     pbkdf2_count = get("pbkdf2_count", _pbkdf2_count, 8192)
     interval = _number(STATUS_INTERVAL_MIN, math.inf, above=False, unit="seconds")
     status_interval = get("status_interval", interval, 10.0)
@@ -645,6 +660,8 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         test_ports=test_ports,
         light_ports=light_ports,
         _light_allow=light_allow,
+        light_senders_per_address=light_per_address,
+        light_short_requests=light_short,
         pbkdf2_count=pbkdf2_count,
         status_interval=status_interval,
         log_level=log_level,

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from twamp_common.codes import Accept, Mode, mode_name
+from twamp_common.codes import SECURE_CONTROL_MODES, Accept, Mode, mode_name
 from twamp_common.control import (
     NEED_DATA,
     ConnectionClosed,
@@ -42,6 +42,7 @@ from twamp_common.timestamp import ns_to_ntp, ntp_interval_to_ns
 
 from .admission import Limits, judge, normalise
 from .config import Config
+from .logs import printable
 from .reflector import Reflector, TestSession
 
 #: Seconds a new connection has to complete Set-Up-Response: a connection that opens and says
@@ -139,6 +140,8 @@ class ControlConnection:
         self.log = server.log.bind(peer=self.peer_text, peer_port=peer[1])
         self.sessions: dict[bytes, TestSession] = {}
         self.control: ServerControl | None = None
+        #: Why the server itself ended this connection (shutdown), for the log line.
+        self.closed_by_server: str | None = None
         #: Set-up must be over by then however slowly the octets drip in (half-open defence).
         self._setup_deadline = time.monotonic() + min(SETUP_TIMEOUT, server.config.control_timeout)
 
@@ -174,6 +177,8 @@ class ControlConnection:
         except (ConnectionError, OSError) as error:
             outcome = f"connection lost: {error.__class__.__name__}"
         finally:
+            if self.closed_by_server is not None:
+                outcome = f"closed by server: {self.closed_by_server}"
             for session in list(self.sessions.values()):
                 self.server.end_session(self, session, "control connection closed")
             self.writer.close()
@@ -197,6 +202,11 @@ class ControlConnection:
         return any(
             session.started and session.stop_deadline is None for session in self.sessions.values()
         )
+
+    def close(self, reason: str) -> None:
+        """End this connection from the server's side (shutdown); ``run`` logs ``reason``."""
+        self.closed_by_server = reason
+        self.writer.close()
 
     async def _read(self, control: ServerControl) -> bytes:
         """The next octets from the client; TimeoutError once it was silent too long."""
@@ -238,8 +248,10 @@ class ControlConnection:
         )
         self.writer.write(data)
         await self.writer.drain()
-        # The KeyID names the client's identity (open mode has none); it is not a secret.
-        identity = {"key_id": setup.key_id.decode(errors="replace")} if setup.key_id else {}
+        # The KeyID names the client's identity in the secure modes; it is not a secret, but it
+        # is the client's text: escaped, and not logged at all when the mode does not use it.
+        secure = bool(setup.mode & SECURE_CONTROL_MODES)
+        identity = {"key_id": printable(setup.key_id)} if setup.key_id and secure else {}
         if accepted:
             self.log = self.log.bind(mode=mode_name(control.mode))
             self.log.info("control connection set up", **identity)

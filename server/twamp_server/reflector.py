@@ -48,6 +48,11 @@ RECEIVE_BUFFER = 4 * 1024 * 1024
 MAX_DATAGRAM = 65535
 
 Address = tuple[str, int]
+#: Seconds between two reports of the same drop reason for one sender address.
+REPORT_INTERVAL = 1.0
+#: Most (address, reason) pairs remembered for REPORT_INTERVAL.
+REPORTS_TRACKED = 4096
+ANCILLARY_SPACE = udp_options.TRAFFIC_CLASS_ANCILLARY_SPACE
 #: A plain int: ``int & socket.MSG_TRUNC`` would build an enum member per packet (~0.8 µs).
 _MSG_TRUNC = int(socket.MSG_TRUNC)
 SessionKey = tuple[int, str, int]
@@ -88,8 +93,17 @@ class TestSession:
 
     def __post_init__(self) -> None:
         self.builder = ReflectorPacketBuilder(self.authenticated)
-        family = socket.AF_INET6 if ":" in self.peer[0] else socket.AF_INET
-        self.ancillary = udp_options.traffic_class_ancillary(family, self.dscp)
+        self.ancillary = udp_options.traffic_class_ancillary(self.family, self.dscp)
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.peer[0] else socket.AF_INET
+
+    def mark(self, dscp: int) -> None:
+        """Send the replies that follow with ``dscp`` (TWAMP Light copies the request's)."""
+        if dscp != self.dscp:
+            self.dscp = dscp
+            self.ancillary = udp_options.traffic_class_ancillary(self.family, dscp)
 
     @property
     def key(self) -> SessionKey:
@@ -127,9 +141,19 @@ class Reflector:
         self._unlatched: dict[tuple[int, str], list[TestSession]] = {}
         #: Admission test for TWAMP Light senders (address -> allowed), set by the daemon.
         self.light_allowed: Callable[[str], bool] = lambda _address: False
-        #: Most TWAMP Light senders tracked at once (each holds a sequence counter).
+        #: Most TWAMP Light senders tracked at once (each holds a sequence counter), and from
+        #: one address: one host using many source ports must not fill the table.
         self.light_capacity = 0
+        self.light_per_address = 0
+        #: Whether Light requests shorter than the reply (41 octets) are reflected anyway.
+        self.light_short = False
         self.light_sessions = 0
+        self._light_by_address: dict[str, int] = {}
+        #: Called (on the reflector thread) with the reason and the sender of a dropped Light
+        #: packet, at most once per REPORT_INTERVAL per sender address and reason; set by the
+        #: daemon to log it.
+        self.on_light_drop: Callable[[str, Address], None] = lambda _reason, _sender: None
+        self._reported: dict[tuple[str, str], float] = {}
         #: Error Estimate (16-bit wire value) for T2 and T3; refreshed by the daemon.
         self.error_estimate = 0x0001
         #: Datagrams that matched no session (or no started one): never answered.
@@ -170,7 +194,10 @@ class Reflector:
         dual_stack = is_dual_stack(sock)
         families = (socket.AF_INET6, socket.AF_INET) if dual_stack else (sock.family,)
         for each in families:
-            for level, option, value in udp_options.receive_options(each):
+            options = udp_options.receive_options(each)
+            if light:  # Light replies copy the request's DSCP (RFC 5357 §4.2.1)
+                options += udp_options.traffic_class_receive_options(each)
+            for level, option, value in options:
                 sock.setsockopt(level, option, value)
             for level, option, value in udp_options.send_options(each):
                 sock.setsockopt(level, option, value)
@@ -247,6 +274,10 @@ class Reflector:
             self._settle(session)
             if not session.sid:
                 self.light_sessions -= 1
+                host = session.peer[0]
+                self._light_by_address[host] -= 1
+                if not self._light_by_address[host]:
+                    del self._light_by_address[host]
             port = session.local_port
             if port in self._permanent_ports or any(
                 other.local_port == port for other in self._sessions.values()
@@ -279,9 +310,18 @@ class Reflector:
         return None
 
     def _light_session(self, port: int, sender: Address, now: float) -> TestSession | None:
-        if port not in self._light_ports or not self.light_allowed(sender[0]):
+        if port not in self._light_ports:
+            return None
+        if not self.light_allowed(sender[0]):
+            self._report("sender not in light_allow", sender, now)
             return None
         if self.light_sessions >= self.light_capacity:
+            self._report(f"light table full ({self.light_capacity} senders)", sender, now)
+            return None
+        held = self._light_by_address.get(sender[0], 0)
+        if held >= self.light_per_address:
+            reason = f"{self.light_per_address} light senders from this address already"
+            self._report(reason, sender, now)
             return None
         session = TestSession(
             sid=b"",
@@ -290,11 +330,30 @@ class Reflector:
             started=True,
             last_seen=now,
             latchable=False,
-            no_amplification=True,
+            no_amplification=not self.light_short,
         )
         self._sessions[session.key] = session
         self.light_sessions += 1
+        self._light_by_address[sender[0]] = held + 1
         return session
+
+    def _report(self, reason: str, sender: Address, now: float) -> None:
+        """Tell the daemon why a Light packet was dropped, once per REPORT_INTERVAL per
+        (address, reason); the table of reports is bounded, whatever the senders."""
+        key = (sender[0], reason)
+        if now - self._reported.get(key, -REPORT_INTERVAL) < REPORT_INTERVAL:
+            return
+        if len(self._reported) >= REPORTS_TRACKED:
+            self._reported = {k: t for k, t in self._reported.items() if now - t < REPORT_INTERVAL}
+            if len(self._reported) >= REPORTS_TRACKED:
+                return
+        self._reported[key] = now
+        self.on_light_drop(reason, sender)
+
+    def light_senders(self) -> list[TestSession]:
+        """The TWAMP Light senders tracked now."""
+        with self._lock:
+            return [session for session in self._sessions.values() if not session.sid]
 
     # -- the hot path ----------------------------------------------------------------------------
 
@@ -323,7 +382,7 @@ class Reflector:
         """
         now = time.monotonic()
         try:
-            data, ancdata, flags, address = sock.recvmsg(MAX_DATAGRAM, udp_options.ANCILLARY_SPACE)
+            data, ancdata, flags, address = sock.recvmsg(MAX_DATAGRAM, ANCILLARY_SPACE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -345,6 +404,8 @@ class Reflector:
             session.dropped += 1
             return
         received_ns, ttl = udp_options.parse_ancillary(ancdata)
+        if not session.sid and (dscp := udp_options.received_dscp(ancdata)) is not None:
+            session.mark(dscp)  # TWAMP Light: the reply keeps the request's DSCP
         self._reflect(sock, session, data, address, received_ns, ttl, now)
 
     def _reflect(
@@ -375,7 +436,17 @@ class Reflector:
             session.no_amplification and len(data) < REFLECTOR_HEADER_SIZE[authenticated]
         ):
             session.dropped += 1
+            if not session.sid:
+                self._report(
+                    f"{len(data)} octets, shorter than the reply"
+                    f" ({REFLECTOR_HEADER_SIZE[authenticated]}); light_short_requests is off"
+                    if len(data) >= SENDER_HEADER_SIZE[authenticated]
+                    else f"{len(data)} octets, shorter than a TWAMP-Test packet",
+                    session.peer,
+                    now,
+                )
             return
+
         builder = session.builder
         reply = builder.build(data, session.seq, ns_to_ntp(received_ns), self.error_estimate, ttl)
         builder.stamp(ns_to_ntp(time.time_ns()))

@@ -31,6 +31,7 @@ from support import (
     sender_socket,
     server_config,
 )
+from twamp_common import udp_options
 from twamp_common.codes import Accept, Mode
 from twamp_common.control_messages import StartNAck, StartNSessions, StopNAck, StopNSessions
 
@@ -690,3 +691,137 @@ def test_one_client_holding_unstarted_sessions_does_not_refuse_others(tmp_path: 
                 honest.set_up()
                 replies = measure(honest)
     assert all(reply is not None for reply in replies)
+
+
+def _dscp_of_reply(sock: socket.socket) -> int:
+    """The DSCP of the next datagram on ``sock`` (IP_RECVTOS must be on)."""
+    _data, ancdata, _flags, _address = sock.recvmsg(2000, udp_options.TRAFFIC_CLASS_ANCILLARY_SPACE)
+    dscp = udp_options.received_dscp(ancdata)
+    assert dscp is not None
+    return dscp
+
+
+def test_twamp_light_table_cap_dscp_short_requests_and_shutdown(tmp_path: Path) -> None:
+    """One host using many source ports cannot fill the Light table; replies keep the request's
+    DSCP; short requests are dropped with a logged reason (or reflected when enabled); Light
+    senders still open at shutdown are logged."""
+    light = free_port(socket.SOCK_DGRAM)
+    config = server_config(
+        tmp_path,
+        light_ports=light,
+        light_allow="127.0.0.0/8",
+        light_senders_per_address=3,
+        max_sessions=2,  # a table of 20 Light senders
+        status_interval=60,  # nobody reads STATUS= during this long test: do not fill the queue
+    )
+    server = ServerProcess(tmp_path, config)
+    try:
+        server.wait_ready()
+        hog = [sender_socket("127.0.0.2") for _ in range(40)]
+        try:
+            answered = sum(
+                ping(sock, ("127.0.0.1", light), 0, timeout=0.3) is not None for sock in hog
+            )
+        finally:
+            for sock in hog:
+                sock.close()
+        assert answered == 3
+        wait_log(server, "light packet dropped", reason="3 light senders from this address already")
+        with sender_socket("127.0.0.1") as honest:
+            honest.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 46 << 2)
+            for level, option, value in udp_options.traffic_class_receive_options(socket.AF_INET):
+                honest.setsockopt(level, option, value)
+            honest.sendto(bytes(41), ("127.0.0.1", light))
+            assert _dscp_of_reply(honest) == 46  # EF, copied
+            honest.sendto(bytes(14), ("127.0.0.1", light))  # twampy's default: no reply
+            with pytest.raises(TimeoutError):
+                honest.settimeout(0.3)
+                honest.recv(100)
+        wait_log(
+            server,
+            "light packet dropped",
+            reason="14 octets, shorter than the reply (41); light_short_requests is off",
+        )
+    finally:
+        server.stop()
+    ended = [line for line in log_lines(server) if line.get("event") == "light session ended"]
+    assert {line["reason"] for line in ended} == {"server stopping"}
+    assert len(ended) == 4
+
+
+def test_twamp_light_short_requests_when_enabled(tmp_path: Path) -> None:
+    light = free_port(socket.SOCK_DGRAM)
+    config = server_config(
+        tmp_path, light_ports=light, light_allow="127.0.0.1/32", light_short_requests="yes"
+    )
+    with running_server(tmp_path, config), sender_socket("127.0.0.1") as short:
+        short.sendto(bytes(14), ("127.0.0.1", light))
+        assert len(short.recv(100)) == 41
+
+
+def test_network_strings_are_escaped_and_key_id_logged_only_when_secure(
+    server: ServerProcess,
+) -> None:
+    """Log injection: a KeyID with ESC, BEL and NUL is escaped; in unauthenticated mode the
+    KeyID the client sent is not logged at all."""
+    hostile = b"\x1b[31mro\x00ot\x07"
+    with ControlClient("127.0.0.1", config_port(server)) as client:
+        start = client.set_up(Mode.AUTHENTICATED, hostile, b"wrong")
+        assert start.accept != Accept.OK
+    line = wait_log(server, "control connection refused")
+    assert line["key_id"] == "\\x1b[31mro\\x00ot\\x07"
+    with ControlClient("127.0.0.1", config_port(server)) as client:
+        client.tcp.recv(64)
+        setup = bytearray(164)
+        setup[3] = int(Mode.UNAUTHENTICATED)
+        setup[4 : 4 + len(hostile)] = hostile
+        client.tcp.sendall(bytes(setup))
+        assert len(client.tcp.recv(48)) == 48
+    wait_log(server, "control connection set up")
+    assert "\x1b" not in server.log() and "\x07" not in server.log()
+    assert all(
+        "key_id" not in line for line in log_lines(server) if line.get("mode") == "unauthenticated"
+    )
+
+
+def test_repeated_lines_from_one_peer_are_suppressed(server: ServerProcess) -> None:
+    """Log floods: one client failing set-up over and over gets a bounded number of lines and
+    a "suppressed N" count."""
+    port = config_port(server)
+    deadline = time.monotonic() + 20
+    for _ in range(40):
+        assert time.monotonic() < deadline
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as bad:
+            bad.recv(64)
+            bad.sendall(bytes([0, 0, 0, 0x40]) + bytes(160))  # a mode nobody offers
+            bad.recv(48)
+    time.sleep(0.3)
+    refused = [
+        line for line in log_lines(server) if line.get("event") == "control connection refused"
+    ]
+    assert 10 <= len(refused) < 20
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as late:
+        time.sleep(1.1)  # one more line is earned
+        late.recv(64)
+        late.sendall(bytes([0, 0, 0, 0x40]) + bytes(160))
+        late.recv(48)
+    line = wait_log(server, "control connection refused", suppressed=40 - len(refused))
+    assert line["peer"] == "127.0.0.1"
+
+
+def test_shutdown_is_logged_as_the_servers_doing(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, server_config(tmp_path))
+    try:
+        server.wait_ready()
+        with ControlClient("127.0.0.1", config_port(server)) as client:
+            client.set_up()
+            server.signal(signal.SIGTERM)
+            assert server.process.wait(10) == 0
+    finally:
+        server.stop()
+    outcomes = [
+        line["outcome"]
+        for line in log_lines(server)
+        if line.get("event") == "control connection ended"
+    ]
+    assert outcomes == ["closed by server: server stopping"]
