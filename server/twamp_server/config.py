@@ -46,6 +46,10 @@ KNOWN_KEYS = (
     "control_timeout",
     "max_connections",
     "max_connections_per_client",
+    "max_connections_per_network",
+    "ipv4_network_prefix",
+    "ipv6_network_prefix",
+    "idle_timeout",
     "listen",
     "modes",
     "keys_file",
@@ -73,6 +77,8 @@ STATUS_INTERVAL_MIN = 0.1
 #: control connection per test, so a client address rarely holds more than a handful at once;
 #: 16 leaves room for parallel tests while one address can no longer take every slot.
 MAX_CONNECTIONS_PER_CLIENT = 16
+#: Default max_connections_per_network (capped at max_connections): four addresses' worth.
+MAX_CONNECTIONS_PER_NETWORK = 64
 #: Default max_sessions_per_client is this fraction of max_sessions (at least 1): one client
 #: that requests sessions and never starts them must not take every slot for REFWAIT.
 SESSIONS_PER_CLIENT_SHARE = 0.1
@@ -189,6 +195,13 @@ class Config:
     control_timeout: float = 900.0
     max_connections: int = 1000
     max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT
+    #: Control connections from one network (an IPv4 /24, an IPv6 /64 by default): many
+    #: addresses of one network or one host's IPv6 /64 cannot take every slot.
+    max_connections_per_network: int = MAX_CONNECTIONS_PER_NETWORK
+    ipv4_network_prefix: int = 24
+    ipv6_network_prefix: int = 64
+    #: Seconds a connection may stay without completing set-up, or without holding a session.
+    idle_timeout: float = 30.0
     listen: tuple[IPAddress, ...] = _DEFAULT_LISTEN
     modes: Mode = SECURITY_MODES
     #: The keys file that was read, or None when none was.
@@ -214,6 +227,12 @@ class Config:
     def session_timeout_seconds(self) -> float:
         """``session_timeout`` in seconds, the unit the daemon's clock works in."""
         return self.session_timeout * 60.0
+
+    def network_of(self, address: IPAddress) -> IPNetwork:
+        """The network ``address`` is counted in for the per-network limits."""
+        if isinstance(address, IPv4Address):
+            return IPv4Network((address, self.ipv4_network_prefix), strict=False)
+        return IPv6Network((address, self.ipv6_network_prefix), strict=False)
 
     def client_allowed(self, address: str | IPAddress) -> bool:
         """Whether ``address`` may open a control connection (``allow``)."""
@@ -560,10 +579,30 @@ def _load_keys(settings: _Settings) -> tuple[KeyStore, Path | None]:
 # The whole file.
 
 
+def _network_limits(
+    settings: _Settings, max_connections: int, per_client: int
+) -> tuple[int, int, int]:
+    """max_connections_per_network (never below the per-client limit) and the prefixes."""
+    per_network = settings.get(
+        "max_connections_per_network",
+        _integer(1, 100000),
+        min(max(MAX_CONNECTIONS_PER_NETWORK, per_client), max_connections),
+    )
+    if per_network < min(per_client, max_connections):
+        raise settings.error(
+            "max_connections_per_network",
+            "less than max_connections_per_client",
+            f"{per_client} (max_connections_per_client) to {max_connections}",
+        )
+    ipv4_prefix = settings.get("ipv4_network_prefix", _integer(8, 32), 24)
+    ipv6_prefix = settings.get("ipv6_network_prefix", _integer(16, 128), 64)
+    return per_network, ipv4_prefix, ipv6_prefix
+
+
 def parse_config(text: str, path: Path | None = None) -> Config:
     """Check the text of a configuration file; ``path`` is for messages and the keys file."""
-    text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
-    settings = _Settings(*_read_values(text, path), path)
+    # A byte-order mark, which some editors write, is not part of the first key.
+    settings = _Settings(*_read_values(text.removeprefix("\ufeff"), path), path)
     get = settings.get
     # Each value alone first, in the shipped file's order; then the rules between values.
     control_port = get("control_port", _integer(1, 65535), 862)
@@ -584,6 +623,10 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         _integer(1, 100000),
         min(MAX_CONNECTIONS_PER_CLIENT, max_connections),
     )
+    connections_per_network, ipv4_prefix, ipv6_prefix = _network_limits(
+        settings, max_connections, connections_per_client
+    )
+    idle_timeout = get("idle_timeout", seconds, 30.0)
     listen = get("listen", _addresses, _DEFAULT_LISTEN)
     modes = get("modes", _modes, SECURITY_MODES)
     allow = get("allow", _network_list, _EVERYWHERE)
@@ -652,6 +695,10 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         control_timeout=control_timeout,
         max_connections=max_connections,
         max_connections_per_client=connections_per_client,
+        max_connections_per_network=min(connections_per_network, max_connections),
+        ipv4_network_prefix=ipv4_prefix,
+        ipv6_network_prefix=ipv6_prefix,
+        idle_timeout=idle_timeout,
         listen=listen,
         modes=modes,
         keys_file=keys_file,

@@ -45,9 +45,6 @@ from .config import Config
 from .logs import printable
 from .reflector import Reflector, TestSession
 
-#: Seconds a new connection has to complete Set-Up-Response: a connection that opens and says
-#: nothing must not hold a slot for SERVWAIT (900 s).
-SETUP_TIMEOUT = 30.0
 #: Offered besides the configured security modes.
 FEATURES = Mode.INDIVIDUAL_SESSION_CONTROL
 #: Largest read per wake-up.
@@ -89,6 +86,10 @@ class Server:
     def connections_from(self, peer_text: str) -> int:
         """Control connections open from one (normalised) client address, a new one included."""
         return sum(1 for connection in self.connections if connection.peer_text == peer_text)
+
+    def connections_in(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
+        """Control connections open from one network, a new one included."""
+        return sum(1 for connection in self.connections if connection.peer in network)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """asyncio.start_server callback: serve one control connection to its end."""
@@ -143,7 +144,7 @@ class ControlConnection:
         #: Why the server itself ended this connection (shutdown), for the log line.
         self.closed_by_server: str | None = None
         #: Set-up must be over by then however slowly the octets drip in (half-open defence).
-        self._setup_deadline = time.monotonic() + min(SETUP_TIMEOUT, server.config.control_timeout)
+        self._setup_deadline = time.monotonic() + self._idle_timeout()
 
     def _offered_modes(self) -> tuple[Mode, str | None]:
         config = self.server.config
@@ -154,6 +155,10 @@ class ControlConnection:
         if self.server.connections_from(self.peer_text) > config.max_connections_per_client:
             limit = config.max_connections_per_client
             return Mode(0), f"max_connections_per_client ({limit}) reached"
+        network = config.network_of(self.peer)
+        if self.server.connections_in(network) > config.max_connections_per_network:
+            limit = config.max_connections_per_network
+            return Mode(0), f"max_connections_per_network ({limit}) reached for {network}"
         if not config.client_allowed(self.peer):
             return Mode(0), "client address not in allow"
         return config.modes | FEATURES, None
@@ -173,7 +178,12 @@ class ControlConnection:
         except ProtocolError as error:
             outcome = f"protocol error: {error}"
         except TimeoutError:
-            outcome = "timed out (set-up)" if control.phase is not Phase.OPEN else "idle (SERVWAIT)"
+            if control.phase is not Phase.OPEN:
+                outcome = "timed out (set-up)"
+            elif not self.sessions:
+                outcome = "idle (no session, idle_timeout)"
+            else:
+                outcome = "idle (SERVWAIT)"
         except (ConnectionError, OSError) as error:
             outcome = f"connection lost: {error.__class__.__name__}"
         finally:
@@ -190,10 +200,17 @@ class ControlConnection:
                 outcome=outcome,
             )
 
+    def _idle_timeout(self) -> float:
+        config = self.server.config
+        return min(config.idle_timeout, config.control_timeout)
+
     def _read_timeout(self, control: ServerControl) -> float:
-        """What is left of SETUP_TIMEOUT during set-up, then SERVWAIT."""
+        """What is left of idle_timeout during set-up; idle_timeout while the connection holds
+        no session (it must not keep a slot for SERVWAIT asking for nothing); else SERVWAIT."""
         if control.phase is not Phase.OPEN:
             return max(0.0, self._setup_deadline - time.monotonic())
+        if not self.sessions:
+            return self._idle_timeout()
         return self.server.config.control_timeout
 
     def _sessions_running(self) -> bool:

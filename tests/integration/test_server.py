@@ -393,7 +393,7 @@ def test_idle_control_connection_times_out(tmp_path: Path) -> None:
             started = time.monotonic()
             assert idle.tcp.recv(100) == b""
             assert 0.9 < time.monotonic() - started < 4
-        wait_log(server, "control connection ended", outcome="idle (SERVWAIT)")
+        wait_log(server, "control connection ended", outcome="idle (no session, idle_timeout)")
         with socket.create_connection(("127.0.0.1", config_port(server)), timeout=5) as mute:
             assert len(mute.recv(64)) == 64  # the greeting, then nothing from the client
             assert mute.recv(100) == b""
@@ -414,7 +414,7 @@ def test_servwait_waits_while_a_session_runs_and_resumes_after_refwait(tmp_path:
             assert client.tcp.recv(100) == b""
             assert 1.8 < time.monotonic() - started < 6
         wait_log(server, "session ended", reason="no packet for 1.8 s (REFWAIT)")
-        wait_log(server, "control connection ended", outcome="idle (SERVWAIT)")
+        wait_log(server, "control connection ended", outcome="idle (no session, idle_timeout)")
 
 
 def test_max_connections_turns_away_the_one_too_many(tmp_path: Path) -> None:
@@ -825,3 +825,39 @@ def test_shutdown_is_logged_as_the_servers_doing(tmp_path: Path) -> None:
         if line.get("event") == "control connection ended"
     ]
     assert outcomes == ["closed by server: server stopping"]
+
+
+def test_many_addresses_of_one_network_do_not_lock_others_out(tmp_path: Path) -> None:
+    """Connection lockout: 63 loopback addresses of 127.0.0.0/24 open connections until the
+    server refuses them; the per-network limit keeps room for a client of another network,
+    and connections that hold no session are closed after idle_timeout, not SERVWAIT."""
+    config = server_config(tmp_path, max_connections=100, idle_timeout=3, status_interval=60)
+    with running_server(tmp_path, config) as server:
+        port = config_port(server)
+        held: list[socket.socket] = []
+        try:
+            for host in range(2, 65):  # 127.0.0.2 ... 127.0.0.64: 63 addresses, 2 each
+                for _ in range(2):
+                    sock = socket.create_connection(
+                        ("127.0.0.1", port), timeout=5, source_address=(f"127.0.0.{host}", 0)
+                    )
+                    held.append(sock)
+            served = sum(greeting_modes(sock) != 0 for sock in held)
+            assert served == 64  # max_connections_per_network's default, of 126
+            wait_log(
+                server,
+                "control connection ended",
+                outcome="refused: max_connections_per_network (64) reached for 127.0.0.0/24",
+            )
+            with ControlClient("127.0.0.1", port, source="127.0.1.1") as honest:
+                assert honest.set_up().accept == Accept.OK
+                assert all(reply is not None for reply in measure(honest))
+            started = time.monotonic()
+            for sock in held:
+                sock.settimeout(10)
+                while sock.recv(100):
+                    pass
+            assert time.monotonic() - started < 8  # idle_timeout (3 s), not SERVWAIT (900 s)
+        finally:
+            for sock in held:
+                sock.close()
