@@ -38,6 +38,7 @@ from twamp_common.control_messages import (
     make_sid,
 )
 from twamp_common.errors import ProtocolError
+from twamp_common.test_packets import SENDER_HEADER_SIZE
 from twamp_common.timestamp import ns_to_ntp, ntp_interval_to_ns
 
 from .admission import Limits, judge, normalise
@@ -345,6 +346,8 @@ class ControlConnection:
             dscp=verdict.dscp,
             timeout=verdict.timeout,
             last_seen=now,
+            latchable=verdict.nat,
+            request_length=SENDER_HEADER_SIZE[authenticated] + request.padding_length,
         )
         self.sessions[sid] = session
         server.reflector.add(session)

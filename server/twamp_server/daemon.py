@@ -110,6 +110,7 @@ class Daemon:
         self.reflector.light_per_address = config.light_senders_per_address
         self.reflector.light_short = config.light_short_requests
         self.reflector.on_light_drop = self._light_dropped
+        self.reflector.refwait = config.session_timeout_seconds
 
     def _light_dropped(self, reason: str, sender: tuple[str, int]) -> None:
         """On the reflector thread: log on the event loop, which owns the log."""

@@ -22,6 +22,7 @@ fields of a :class:`TestSession` that both sides touch are single attribute writ
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import select
 import socket
@@ -80,8 +81,11 @@ class TestSession:
     stop_deadline: float | None = None
     #: Monotonic time of the last packet received, or of acceptance: for REFWAIT.
     last_seen: float = 0.0
-    #: Whether the sender port is still the announced one and may be re-learnt once (NAT).
-    latchable: bool = True
+    #: Whether the sender port is still the announced one and may be re-learnt once: only when
+    #: the request showed a NAT (see Reflector._latch).
+    latchable: bool = False
+    #: Length of the sender's packets as requested (header and Padding Length); 0: unknown.
+    request_length: int = 0
     #: Reply packets must never be larger than requests (TWAMP Light: no control session).
     no_amplification: bool = False
     seq: int = 0
@@ -139,6 +143,11 @@ class Reflector:
         #: Sessions that have not received a packet yet, by (local port, sender address), in
         #: acceptance order: the only ones a packet from an unannounced port may latch onto.
         self._unlatched: dict[tuple[int, str], list[TestSession]] = {}
+        #: (sender address, sender port) of ended sessions -> when they ended: a port that
+        #: belonged to another session within REFWAIT is never latched onto.
+        self._ended: dict[tuple[str, int], float] = {}
+        #: REFWAIT in seconds, set by the daemon.
+        self.refwait = 300.0
         #: Admission test for TWAMP Light senders (address -> allowed), set by the daemon.
         self.light_allowed: Callable[[str], bool] = lambda _address: False
         #: Most TWAMP Light senders tracked at once (each holds a sequence counter), and from
@@ -272,6 +281,9 @@ class Reflector:
             if self._sessions.get(session.key) is session:
                 del self._sessions[session.key]
             self._settle(session)
+            now = time.monotonic()
+            self._ended = {k: t for k, t in self._ended.items() if now - t < self.refwait}
+            self._ended[session.peer] = now
             if not session.sid:
                 self.light_sessions -= 1
                 host = session.peer[0]
@@ -290,24 +302,44 @@ class Reflector:
         with self._lock:
             return list(self._sessions.values())
 
-    def _latch(self, port: int, sender: Address, data: bytes) -> TestSession | None:
+    def _latch(self, port: int, sender: Address, data: bytes, now: float) -> TestSession | None:
         """The session a packet from an unannounced sender port belongs to, if one can be told.
 
-        Behind a NAT the sender's source port is not the one in Request-TW-Session.  A started
-        session of the same sender address that has not yet seen a packet takes the new port,
-        oldest first; in the authenticated modes only a packet whose HMAC verifies may do that.
-        The address itself is never re-learnt, so replies still go only to the control peer.
+        Behind a NAT the sender's source port is not the one in Request-TW-Session.  A session
+        may take the new port only when all of these hold: its request showed a NAT (a Sender
+        Address that is neither zero nor the control peer's); it is started and has heard
+        nothing yet; the port is not, and was not within REFWAIT, the sender port of another
+        session of that address (a stopped session's sender that keeps sending, a second
+        session's sender); and exactly one such session fits the packet: its HMAC verifies
+        (authenticated modes) or its length is the requested one.  When two could, neither
+        does.  The address itself is never re-learnt, so replies still go only to the control
+        peer.
         """
-        for session in self._unlatched.get((port, sender[0]), ()):
-            if session.started and (
-                session.protection is None or _authentic(session.protection, data)
-            ):
-                del self._sessions[session.key]
-                self._settle(session)
-                session.peer = sender
-                self._sessions[session.key] = session
-                return session
-        return None
+        waiting = self._unlatched.get((port, sender[0]))
+        if not waiting:
+            return None
+        if now - self._ended.get(sender, -math.inf) < self.refwait or any(
+            key[1] == sender[0] and key[2] == sender[1] for key in self._sessions
+        ):
+            return None
+        fitting = [
+            session
+            for session in waiting
+            if session.started
+            and (
+                _authentic(session.protection, data)
+                if session.protection is not None
+                else session.request_length in (0, len(data))
+            )
+        ]
+        if len(fitting) != 1:
+            return None
+        session = fitting[0]
+        del self._sessions[session.key]
+        self._settle(session)
+        session.peer = sender
+        self._sessions[session.key] = session
+        return session
 
     def _light_session(self, port: int, sender: Address, now: float) -> TestSession | None:
         if port not in self._light_ports:
@@ -396,7 +428,7 @@ class Reflector:
             self._settle(session)
         elif session is None:
             sender = (host, address[1])
-            session = self._latch(port, sender, data) or self._light_session(port, sender, now)
+            session = self._latch(port, sender, data, now) or self._light_session(port, sender, now)
             if session is None:
                 self.unmatched += 1
                 return

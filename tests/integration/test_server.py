@@ -37,6 +37,8 @@ from twamp_common.control_messages import StartNAck, StartNSessions, StopNAck, S
 
 SECRET = support.SECRET.encode()
 HOSTS = ["127.0.0.1", "::1"]
+#: The Sender Address a client behind a NAT writes: its own private address.
+PRIVATE = ipaddress.ip_address("10.0.0.5")
 
 
 @pytest.fixture
@@ -144,7 +146,7 @@ def test_sender_behind_nat_is_latched_to_its_real_port(server: ServerProcess) ->
     with ControlClient("127.0.0.1", config_port(server)) as client:
         client.set_up()
         with client.test_socket() as announced, client.test_socket() as real:
-            accepted = client.request(announced.getsockname()[1])
+            accepted = client.request(announced.getsockname()[1], sender_address=PRIVATE)
             client.start()
             reply = ping(real, ("127.0.0.1", accepted.port), 0)
             assert reply is not None
@@ -164,7 +166,7 @@ def test_only_sessions_without_packets_can_be_latched(server: ServerProcess) -> 
             client.test_socket() as translated,
         ):
             first = client.request(direct.getsockname()[1])
-            second = client.request(announced.getsockname()[1])
+            second = client.request(announced.getsockname()[1], sender_address=PRIVATE)
             assert first.port == second.port
             client.start()
             assert ping(direct, ("127.0.0.1", first.port), 0) is not None
@@ -861,3 +863,53 @@ def test_many_addresses_of_one_network_do_not_lock_others_out(tmp_path: Path) ->
         finally:
             for sock in held:
                 sock.close()
+
+
+def test_no_latching_without_a_nat_in_the_request(server: ServerProcess) -> None:
+    """Hijack: another user of the client's address sends first from another port; a session
+    whose request showed no NAT keeps its announced port, and its sender is served."""
+    with ControlClient("127.0.0.1", config_port(server)) as client:
+        client.set_up()
+        with client.test_socket() as sender, client.test_socket() as intruder:
+            accepted = client.request(sender.getsockname()[1])
+            client.start()
+            assert ping(intruder, ("127.0.0.1", accepted.port), 0, timeout=0.3) is None
+            assert ping(sender, ("127.0.0.1", accepted.port), 0) is not None
+
+
+def test_a_stopped_sessions_sender_cannot_take_a_new_session(tmp_path: Path) -> None:
+    """NAT latching: the sender of a stopped session keeps sending after its Timeout; a new
+    session of the same address waiting for its first packet does not latch onto that port
+    (it belonged to another session within REFWAIT) and latches onto its own sender's."""
+    with running_server(tmp_path, server_config(tmp_path)) as server:
+        with ControlClient("127.0.0.1", config_port(server)) as client:
+            client.set_up()
+            with client.test_socket() as old, client.test_socket() as new:
+                first = client.request(old.getsockname()[1], timeout=0.1)
+                client.start()
+                assert ping(old, ("127.0.0.1", first.port), 0) is not None
+                client.stop()
+                wait_log(server, "session ended", reason="stopped", timeout=5)
+                second = client.request(40999, sender_address=PRIVATE)  # announced, behind NAT
+                assert second.port == first.port
+                client.start()
+                for seq in range(3):  # the stale sender, still sending
+                    assert ping(old, ("127.0.0.1", first.port), seq, timeout=0.2) is None
+                reply = ping(new, ("127.0.0.1", second.port), 0)
+                assert reply is not None and reply[0].seq == 0
+
+
+def test_two_sessions_behind_one_nat_do_not_swap(server: ServerProcess) -> None:
+    """Two waiting sessions of one address that a packet fits equally: neither takes it (one
+    of them would be the wrong one); a packet only one of them fits (by length) is latched."""
+    with ControlClient("127.0.0.1", config_port(server)) as client:
+        client.set_up()
+        with client.test_socket() as a, client.test_socket() as b:
+            one = client.request(41001, sender_address=PRIVATE, padding=27)
+            two = client.request(41002, sender_address=PRIVATE, padding=27)
+            three = client.request(41003, sender_address=PRIVATE, padding=100)
+            assert one.port == two.port == three.port
+            client.start()
+            assert ping(a, ("127.0.0.1", one.port), 0, timeout=0.3) is None
+            reply = ping(b, ("127.0.0.1", three.port), 0, padding=100)
+            assert reply is not None and reply[0].seq == 0
