@@ -881,22 +881,24 @@ def test_a_stopped_sessions_sender_cannot_take_a_new_session(tmp_path: Path) -> 
     """NAT latching: the sender of a stopped session keeps sending after its Timeout; a new
     session of the same address waiting for its first packet does not latch onto that port
     (it belonged to another session within REFWAIT) and latches onto its own sender's."""
-    with running_server(tmp_path, server_config(tmp_path)) as server:
-        with ControlClient("127.0.0.1", config_port(server)) as client:
-            client.set_up()
-            with client.test_socket() as old, client.test_socket() as new:
-                first = client.request(old.getsockname()[1], timeout=0.1)
-                client.start()
-                assert ping(old, ("127.0.0.1", first.port), 0) is not None
-                client.stop()
-                wait_log(server, "session ended", reason="stopped", timeout=5)
-                second = client.request(40999, sender_address=PRIVATE)  # announced, behind NAT
-                assert second.port == first.port
-                client.start()
-                for seq in range(3):  # the stale sender, still sending
-                    assert ping(old, ("127.0.0.1", first.port), seq, timeout=0.2) is None
-                reply = ping(new, ("127.0.0.1", second.port), 0)
-                assert reply is not None and reply[0].seq == 0
+    with (
+        running_server(tmp_path, server_config(tmp_path)) as server,
+        ControlClient("127.0.0.1", config_port(server)) as client,
+    ):
+        client.set_up()
+        with client.test_socket() as old, client.test_socket() as new:
+            first = client.request(old.getsockname()[1], timeout=0.1)
+            client.start()
+            assert ping(old, ("127.0.0.1", first.port), 0) is not None
+            client.stop()
+            wait_log(server, "session ended", reason="stopped", timeout=5)
+            second = client.request(40999, sender_address=PRIVATE)  # announced, behind NAT
+            assert second.port == first.port
+            client.start()
+            for seq in range(3):  # the stale sender, still sending
+                assert ping(old, ("127.0.0.1", first.port), seq, timeout=0.2) is None
+            reply = ping(new, ("127.0.0.1", second.port), 0)
+            assert reply is not None and reply[0].seq == 0
 
 
 def test_two_sessions_behind_one_nat_do_not_swap(server: ServerProcess) -> None:
