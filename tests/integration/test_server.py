@@ -329,7 +329,8 @@ def test_wrong_key_closes_only_that_connection(server: ServerProcess) -> None:
                 start = bad.set_up(Mode.ENCRYPTED, b"alice", b"wrong")
                 assert start.accept == Accept.FAILURE
                 assert bad.tcp.recv(100) == b""  # closed by the server
-            with ControlClient("127.0.0.1", port) as unknown:
+            # Another address: this one is backed off for a second after its failure.
+            with ControlClient("127.0.0.1", port, source="127.0.0.3") as unknown:
                 assert (
                     unknown.set_up(Mode.AUTHENTICATED, b"mallory", SECRET).accept == Accept.FAILURE
                 )
@@ -915,3 +916,29 @@ def test_two_sessions_behind_one_nat_do_not_swap(server: ServerProcess) -> None:
             assert ping(a, ("127.0.0.1", one.port), 0, timeout=0.3) is None
             reply = ping(b, ("127.0.0.1", three.port), 0, padding=100)
             assert reply is not None and reply[0].seq == 0
+
+
+def test_failed_authentications_are_backed_off_and_others_still_served(
+    server: ServerProcess,
+) -> None:
+    """Key-derivation flood: wrong keys from many addresses of one network are refused
+    without a derivation once they have failed (Accept 5); a client of another network with
+    the right key is served meanwhile."""
+    port = config_port(server)
+    refused_fast = 0
+    deadline = time.monotonic() + 20
+    for attempt in range(60):
+        assert time.monotonic() < deadline
+        host = f"127.0.0.{2 + attempt % 20}"
+        with ControlClient("127.0.0.1", port, source=host) as attacker:
+            start = attacker.set_up(Mode.AUTHENTICATED, b"alice", b"wrong secret")
+            assert start.accept != Accept.OK
+            refused_fast += start.accept == Accept.TEMPORARY_RESOURCE_LIMIT
+    assert refused_fast >= 60 - 20  # each address pays for one derivation, then waits
+    lines = [
+        line for line in log_lines(server) if line.get("event") == "control connection refused"
+    ]
+    assert any(str(line.get("reason", "")).startswith("authentication failures") for line in lines)
+    with ControlClient("127.0.0.1", port, source="127.0.1.1") as honest:
+        assert honest.set_up(Mode.AUTHENTICATED, b"alice", SECRET).accept == Accept.OK
+        assert all(reply is not None for reply in measure(honest))
