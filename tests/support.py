@@ -62,10 +62,13 @@ def server_config(workdir: Path, **settings: object) -> str:
         "listen": "127.0.0.1, ::1",
         "keys_file": keys,
         "max_sessions": 10,
+        "test_ports": "any",
         "session_timeout": 5,
         "status_interval": 0.2,
     }
     values.update(settings)
+    # One client per test: it may hold every session unless the test says otherwise.
+    values.setdefault("max_sessions_per_client", values["max_sessions"])
     return "".join(f"{key} = {value}\n" for key, value in values.items())
 
 
@@ -215,11 +218,18 @@ def running_server(workdir: Path, config: str, **kwargs: dict[str, str]) -> Iter
 class ControlClient:
     """A blocking TWAMP Control-Client and Session-Sender, for driving the server in tests."""
 
-    def __init__(self, host: str, port: int, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, host: str, port: int, *, timeout: float = 5.0, source: str | None = None
+    ) -> None:
+        """``source``: the local address to connect and send test packets from (another
+        loopback address, say, to play a second client)."""
         self.host = host
+        self.source = source
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.family = family
-        self.tcp = socket.create_connection((host, port), timeout=timeout)
+        self.tcp = socket.create_connection(
+            (host, port), timeout=timeout, source_address=(source, 0) if source else None
+        )
         self.control = ClientControl()
         self.greeting: ServerGreeting | None = None
 
@@ -298,7 +308,7 @@ class ControlClient:
         return self._event()
 
     def test_socket(self) -> socket.socket:
-        return sender_socket(self.host)
+        return sender_socket(self.source or self.host)
 
 
 def sender_socket(host: str) -> socket.socket:

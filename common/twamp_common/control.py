@@ -653,6 +653,17 @@ class ServerControl(ControlConnection):
         self._out.hmac.update(message[32:])
         return message[:32] + self._out.stream.encrypt(message[32:]), True
 
+    def refuse(self, accept: Accept) -> bytes:
+        """Server-Start refusing the received Set-Up-Response with ``accept`` without looking
+        at its Token (a server shedding load: no key is derived); the connection is CLOSED."""
+        self._check_alive()
+        if self.phase is not Phase.SETUP or self._setup is None:
+            raise LocalProtocolError("Server-Start answers a Set-Up-Response")
+        if accept == Accept.OK:
+            raise LocalProtocolError("refuse() needs a non-zero Accept")
+        self.phase = Phase.CLOSED
+        return ServerStart(accept).pack()
+
     def _authenticate(self, secret: bytes | None) -> Accept | None:
         assert self._setup is not None and self._greeting is not None
         known = secret is not None

@@ -32,6 +32,10 @@ PMTUDISC_DO = 2
 TTL_UNKNOWN = 255
 #: Room for the control messages we ask for: a timespec and an int, with cmsg headers.
 ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)
+IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)
+IPV6_RECVTCLASS = getattr(socket, "IPV6_RECVTCLASS", 66)
+#: ANCILLARY_SPACE and the received TOS / Traffic Class (traffic_class_receive_options).
+TRAFFIC_CLASS_ANCILLARY_SPACE = ANCILLARY_SPACE + socket.CMSG_SPACE(4)
 
 #: SO_TIMESTAMPING / SCM_TIMESTAMPING (asm-generic/socket.h, the "old" 64-bit-time variant).
 SO_TIMESTAMPING = getattr(socket, "SO_TIMESTAMPING", 37)
@@ -78,6 +82,26 @@ def receive_options(family: int) -> list[tuple[int, int, int]]:
         else (socket.IPPROTO_IP, IP_RECVTTL, 1)
     )
     return [(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1), ttl_option]
+
+
+def traffic_class_receive_options(family: int) -> list[tuple[int, int, int]]:
+    """``(level, option, value)`` that make ``recvmsg`` report the TOS / Traffic Class octet
+    (read it with :func:`received_dscp`; give ``recvmsg`` TRAFFIC_CLASS_ANCILLARY_SPACE)."""
+    if family == socket.AF_INET6:
+        return [(socket.IPPROTO_IPV6, IPV6_RECVTCLASS, 1)]
+    return [(socket.IPPROTO_IP, IP_RECVTOS, 1)]
+
+
+def received_dscp(ancdata: Iterable[tuple[int, int, bytes]]) -> int | None:
+    """The DSCP a packet arrived with (the TOS / Traffic Class octet without its ECN bits),
+    or None when ``recvmsg`` did not report it."""
+    for level, kind, data in ancdata:
+        if (level == socket.IPPROTO_IP and kind == socket.IP_TOS and data) or (
+            level == socket.IPPROTO_IPV6 and kind == IPV6_TCLASS and len(data) >= 4
+        ):
+            octet = data[0] if len(data) < 4 else _INT.unpack_from(data)[0]
+            return int(octet) >> 2
+    return None
 
 
 def send_options(family: int, ttl: int = TTL_UNKNOWN) -> list[tuple[int, int, int]]:

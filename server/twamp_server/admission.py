@@ -51,6 +51,9 @@ class Verdict:
     dscp: int = 0
     #: Seconds to keep reflecting after Stop-Sessions.
     timeout: float = 0.0
+    #: Whether the request shows a NAT (a Sender Address that is neither zero nor the control
+    #: peer's): only then may the sender port be re-learnt from the first packet.
+    nat: bool = False
 
 
 def _refuse(accept: Accept, reason: str) -> Verdict:
@@ -110,10 +113,11 @@ def judge(
     # address (RFC 5357 §3.5), and a different one is a sender behind a NAT that wrote its
     # private address, never a third party we could be aimed at.
     sender = request.sender_address
-    if _unspecified(sender) or sender == control_peer:
-        reason = "accepted"
-    else:
+    nat = not _unspecified(sender) and sender != control_peer
+    if nat:
         reason = f"accepted; sender address {sender} taken as {control_peer} (NAT)"
+    else:
+        reason = "accepted"
     return Verdict(
         Accept.OK,
         reason,
@@ -121,6 +125,7 @@ def judge(
         peer=peer,
         dscp=dscp,
         timeout=min(timeout, MAX_STOP_TIMEOUT),
+        nat=nat,
     )
 
 

@@ -26,6 +26,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import TypeVar
 
+from twamp_common import keys
 from twamp_common.codes import SECURE_CONTROL_MODES, SECURITY_MODES, Mode
 from twamp_common.errors import TwampError
 
@@ -45,6 +46,10 @@ KNOWN_KEYS = (
     "control_timeout",
     "max_connections",
     "max_connections_per_client",
+    "max_connections_per_network",
+    "ipv4_network_prefix",
+    "ipv6_network_prefix",
+    "idle_timeout",
     "listen",
     "modes",
     "keys_file",
@@ -52,6 +57,8 @@ KNOWN_KEYS = (
     "test_ports",
     "light_ports",
     "light_allow",
+    "light_senders_per_address",
+    "light_short_requests",
     "pbkdf2_count",
     "status_interval",
     "log_level",
@@ -70,8 +77,16 @@ STATUS_INTERVAL_MIN = 0.1
 #: control connection per test, so a client address rarely holds more than a handful at once;
 #: 16 leaves room for parallel tests while one address can no longer take every slot.
 MAX_CONNECTIONS_PER_CLIENT = 16
-#: Longest KeyID: the KeyID field of Set-Up-Response is 80 octets (RFC 4656 §3.1).
-KEY_ID_MAX = 80
+#: Default max_connections_per_network (capped at max_connections): four addresses' worth.
+MAX_CONNECTIONS_PER_NETWORK = 64
+#: Default max_sessions_per_client is this fraction of max_sessions (at least 1): one client
+#: that requests sessions and never starts them must not take every slot for REFWAIT.
+SESSIONS_PER_CLIENT_SHARE = 0.1
+#: Default test_ports: inside the IANA Dynamic Ports (49152-65535, RFC 6335 §6: never assigned
+#: to a service, so no program on the host expects one of them by number) and above Linux's
+#: default ephemeral range (32768-60999), so the kernel never hands them to other sockets.
+#: 100 ports: a client may still choose its port, but can no longer take any port of the host.
+DEFAULT_TEST_PORTS = (61000, 61099)
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -164,7 +179,7 @@ class Config:
     """A checked configuration.  Build it with :func:`load_config` or :func:`parse_config`.
 
     The field defaults are the file's defaults, but only the parser checks values and applies
-    the rules between them (``max_sessions_per_client`` following ``max_sessions``,
+    the rules between them (``max_sessions_per_client`` a share of ``max_sessions``,
     ``max_connections_per_client`` capped at ``max_connections``, modes that need keys):
     construct ``Config`` directly only in tests.
     """
@@ -173,13 +188,20 @@ class Config:
     control_port: int = 862
     test_port: int = 863
     max_sessions: int = 100
-    max_sessions_per_client: int = 100
+    max_sessions_per_client: int = 10
     #: Minutes of silence after which a test session is ended (RFC 5357 REFWAIT).
     session_timeout: float = 5.0
     #: Seconds of silence after which a control connection is closed (RFC 5357 SERVWAIT).
     control_timeout: float = 900.0
     max_connections: int = 1000
     max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT
+    #: Control connections from one network (an IPv4 /24, an IPv6 /64 by default): many
+    #: addresses of one network or one host's IPv6 /64 cannot take every slot.
+    max_connections_per_network: int = MAX_CONNECTIONS_PER_NETWORK
+    ipv4_network_prefix: int = 24
+    ipv6_network_prefix: int = 64
+    #: Seconds a connection may stay without completing set-up, or without holding a session.
+    idle_timeout: float = 30.0
     listen: tuple[IPAddress, ...] = _DEFAULT_LISTEN
     modes: Mode = SECURITY_MODES
     #: The keys file that was read, or None when none was.
@@ -187,9 +209,13 @@ class Config:
     keys: KeyStore = field(default_factory=KeyStore)
     _allow: tuple[IPNetwork, ...] = _EVERYWHERE
     #: Inclusive range of ports a client may ask for besides test_port; None: any port ≥ 1024.
-    test_ports: tuple[int, int] | None = None
+    test_ports: tuple[int, int] | None = DEFAULT_TEST_PORTS
     light_ports: tuple[int, ...] = _NO_PORTS
     _light_allow: tuple[IPNetwork, ...] = _NOWHERE
+    #: Most TWAMP Light senders (source ports) tracked from one address.
+    light_senders_per_address: int = 16
+    #: Reflect Light requests shorter than the 41-octet reply (the reply is then larger).
+    light_short_requests: bool = False
     pbkdf2_count: int = 8192
     #: Seconds between STATUS= updates to systemd.
     status_interval: float = 10.0
@@ -201,6 +227,12 @@ class Config:
     def session_timeout_seconds(self) -> float:
         """``session_timeout`` in seconds, the unit the daemon's clock works in."""
         return self.session_timeout * 60.0
+
+    def network_of(self, address: IPAddress) -> IPNetwork:
+        """The network ``address`` is counted in for the per-network limits."""
+        if isinstance(address, IPv4Address):
+            return IPv4Network((address, self.ipv4_network_prefix), strict=False)
+        return IPv6Network((address, self.ipv6_network_prefix), strict=False)
 
     def client_allowed(self, address: str | IPAddress) -> bool:
         """Whether ``address`` may open a control connection (``allow``)."""
@@ -333,6 +365,13 @@ def _ports(text: str) -> tuple[int, ...]:
             raise _InvalidValueError(f'"{token}" is not a port', allowed)
         found[int(token)] = None
     return tuple(found)
+
+
+def _yes_no(text: str) -> bool:
+    word = text.strip().lower()
+    if word not in ("yes", "no", "true", "false", "on", "off"):
+        raise _InvalidValueError("not yes or no", "yes or no")
+    return word in ("yes", "true", "on")
 
 
 def _pbkdf2_count(text: str) -> int:
@@ -485,64 +524,19 @@ class _Settings:
 
 def _decode(data: bytes, path: Path | None) -> str:
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise ConfigError("not UTF-8 text", path=path, line=line) from None
-
-
-def _key_line(line: str) -> tuple[bytes, bytes]:
-    """The KeyID and secret of one ``KEYID SECRET`` line; _InvalidValueError names no secret."""
-    parts = line.split(None, 1)
-    key_text, secret_text = parts[0], (parts[1].strip() if len(parts) > 1 else "")
-    key_id = key_text.encode("utf-8")
-    if len(key_id) > KEY_ID_MAX:
-        # The KeyID is not echoed: a line holding only a secret would print it.
-        raise _InvalidValueError(
-            f"the KeyID is {len(key_id)} octets long", f"KeyIDs of 1 to {KEY_ID_MAX} octets"
-        )
-    if not secret_text:
-        raise _InvalidValueError("a KeyID without a secret", "KEYID SECRET")
-    if not secret_text.startswith("hex:"):
-        return key_id, secret_text.encode("utf-8")
-    digits = secret_text[4:]
-    if not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", digits):
-        raise _InvalidValueError(
-            f'the secret of KeyID "{key_text}" is not hex',
-            "hex: followed by an even number of hex digits",
-        )
-    return key_id, bytes.fromhex(digits)
+        return keys.decode(data)
+    except keys.KeysFileError as error:
+        raise ConfigError(error.reason, path=path, line=error.line) from None
 
 
 def parse_keys(text: str, path: Path | None = None) -> KeyStore:
-    """The secrets of a keys file's text: ``KEYID SECRET`` lines, ``#`` comment lines.
-
-    SECRET is the rest of the line, stripped, taken as a UTF-8 passphrase, or ``hex:`` and an
-    even number of hex digits for raw octets.  A ``#`` inside a secret is part of it.  Errors
-    name the line and at most the KeyID, never the secret.
-    """
-    secrets: dict[bytes, bytes] = {}
-    first_line: dict[bytes, int] = {}
-    for number, line in enumerate(_lines(text), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        try:
-            key_id, secret = _key_line(stripped)
-        except _InvalidValueError as invalid:
-            raise ConfigError(
-                invalid.reason, path=path, line=number, allowed=invalid.allowed
-            ) from None
-        if key_id in secrets:
-            shown = key_id.decode("utf-8")
-            raise ConfigError(
-                f'KeyID "{shown}" is listed twice (first on line {first_line[key_id]})',
-                path=path,
-                line=number,
-            )
-        secrets[key_id] = secret
-        first_line[key_id] = number
-    return KeyStore(secrets)
+    """The secrets of a keys file's text (format: :mod:`twamp_common.keys`), as a KeyStore;
+    errors name the file and the line, never a secret."""
+    try:
+        entries = keys.parse_keys(text)
+    except keys.KeysFileError as error:
+        raise ConfigError(error.reason, path=path, line=error.line, allowed=error.allowed) from None
+    return KeyStore({entry.key_id: entry.secret for entry in entries})
 
 
 def read_keys(path: Path) -> KeyStore:
@@ -585,15 +579,40 @@ def _load_keys(settings: _Settings) -> tuple[KeyStore, Path | None]:
 # The whole file.
 
 
+def _network_limits(
+    settings: _Settings, max_connections: int, per_client: int
+) -> tuple[int, int, int]:
+    """max_connections_per_network (never below the per-client limit) and the prefixes."""
+    per_network = settings.get(
+        "max_connections_per_network",
+        _integer(1, 100000),
+        min(max(MAX_CONNECTIONS_PER_NETWORK, per_client), max_connections),
+    )
+    if per_network < min(per_client, max_connections):
+        raise settings.error(
+            "max_connections_per_network",
+            "less than max_connections_per_client",
+            f"{per_client} (max_connections_per_client) to {max_connections}",
+        )
+    ipv4_prefix = settings.get("ipv4_network_prefix", _integer(8, 32), 24)
+    ipv6_prefix = settings.get("ipv6_network_prefix", _integer(16, 128), 64)
+    return per_network, ipv4_prefix, ipv6_prefix
+
+
 def parse_config(text: str, path: Path | None = None) -> Config:
     """Check the text of a configuration file; ``path`` is for messages and the keys file."""
-    settings = _Settings(*_read_values(text, path), path)
+    # A byte-order mark, which some editors write, is not part of the first key.
+    settings = _Settings(*_read_values(text.removeprefix("\ufeff"), path), path)
     get = settings.get
     # Each value alone first, in the shipped file's order; then the rules between values.
     control_port = get("control_port", _integer(1, 65535), 862)
     test_port = get("test_port", _integer(1, 65535), 863)
     max_sessions = get("max_sessions", _integer(1, 100000), 100)
-    per_client = get("max_sessions_per_client", _integer(1, 100000), max_sessions)
+    per_client = get(
+        "max_sessions_per_client",
+        _integer(1, 100000),
+        max(1, int(max_sessions * SESSIONS_PER_CLIENT_SHARE)),
+    )
     minutes = _number(0, 1440, above=True, unit="minutes")
     session_timeout = get("session_timeout", minutes, 5.0)
     seconds = _number(0, 86400, above=True, unit="seconds")
@@ -604,12 +623,19 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         _integer(1, 100000),
         min(MAX_CONNECTIONS_PER_CLIENT, max_connections),
     )
+    connections_per_network, ipv4_prefix, ipv6_prefix = _network_limits(
+        settings, max_connections, connections_per_client
+    )
+    idle_timeout = get("idle_timeout", seconds, 30.0)
     listen = get("listen", _addresses, _DEFAULT_LISTEN)
     modes = get("modes", _modes, SECURITY_MODES)
     allow = get("allow", _network_list, _EVERYWHERE)
-    test_ports = get("test_ports", _test_ports, None)
+    bounded: tuple[int, int] | None = DEFAULT_TEST_PORTS
+    test_ports = get("test_ports", _test_ports, bounded)
     light_ports = get("light_ports", _ports, _NO_PORTS)
     light_allow = get("light_allow", _network_list, _NOWHERE)
+    light_per_address = get("light_senders_per_address", _integer(1, 100000), 16)
+    light_short = get("light_short_requests", _yes_no, False)
     pbkdf2_count = get("pbkdf2_count", _pbkdf2_count, 8192)
     interval = _number(STATUS_INTERVAL_MIN, math.inf, above=False, unit="seconds")
     status_interval = get("status_interval", interval, 10.0)
@@ -633,9 +659,9 @@ def parse_config(text: str, path: Path | None = None) -> Config:
             f"test_port {test_port} is a TWAMP-Test port already",
             f"UDP ports other than test_port {test_port}",
         )
-    keys, keys_file = _load_keys(settings)
+    key_store, keys_file = _load_keys(settings)
     warnings: list[str] = []
-    if modes & SECURE_CONTROL_MODES and not keys:
+    if modes & SECURE_CONTROL_MODES and not key_store:
         modes &= Mode.UNAUTHENTICATED
         if not modes:
             raise settings.error(
@@ -669,14 +695,20 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         control_timeout=control_timeout,
         max_connections=max_connections,
         max_connections_per_client=connections_per_client,
+        max_connections_per_network=min(connections_per_network, max_connections),
+        ipv4_network_prefix=ipv4_prefix,
+        ipv6_network_prefix=ipv6_prefix,
+        idle_timeout=idle_timeout,
         listen=listen,
         modes=modes,
         keys_file=keys_file,
-        keys=keys,
+        keys=key_store,
         _allow=allow,
         test_ports=test_ports,
         light_ports=light_ports,
         _light_allow=light_allow,
+        light_senders_per_address=light_per_address,
+        light_short_requests=light_short,
         pbkdf2_count=pbkdf2_count,
         status_interval=status_interval,
         log_level=log_level,

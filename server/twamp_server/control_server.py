@@ -9,6 +9,7 @@ sessions.  Any protocol error, timeout or disconnect ends that connection and it
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ipaddress
 import os
@@ -16,7 +17,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from twamp_common.codes import Accept, Mode, mode_name
+from twamp_common.codes import SECURE_CONTROL_MODES, Accept, Mode, mode_name
 from twamp_common.control import (
     NEED_DATA,
     ConnectionClosed,
@@ -38,15 +39,17 @@ from twamp_common.control_messages import (
     make_sid,
 )
 from twamp_common.errors import ProtocolError
+from twamp_common.test_packets import SENDER_HEADER_SIZE
 from twamp_common.timestamp import ns_to_ntp, ntp_interval_to_ns
 
 from .admission import Limits, judge, normalise
+from .backoff import Backoff
 from .config import Config
+from .logs import printable
 from .reflector import Reflector, TestSession
 
-#: Seconds a new connection has to complete Set-Up-Response: a connection that opens and says
-#: nothing must not hold a slot for SERVWAIT (900 s).
-SETUP_TIMEOUT = 30.0
+#: Failed authentications a network may have before it is backed off (an address: none).
+NETWORK_FREE_FAILURES = 8
 #: Offered besides the configured security modes.
 FEATURES = Mode.INDIVIDUAL_SESSION_CONTROL
 #: Largest read per wake-up.
@@ -65,6 +68,12 @@ class Server:
         self.accepting = True
         #: Start-Time of Server-Start: when this server instance started (RFC 4656 §3.1).
         self.start_time = ns_to_ntp(time.time_ns())
+        #: Key derivations run one at a time on a thread of their own: a flood of set-ups
+        #: costs at most that thread, never the event loop or the reflector thread.
+        self.kdf = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kdf")
+        #: Failed authentications by client address and by network.
+        self.address_failures = Backoff(0)
+        self.network_failures = Backoff(NETWORK_FREE_FAILURES)
 
     @property
     def limits(self) -> Limits:
@@ -88,6 +97,10 @@ class Server:
     def connections_from(self, peer_text: str) -> int:
         """Control connections open from one (normalised) client address, a new one included."""
         return sum(1 for connection in self.connections if connection.peer_text == peer_text)
+
+    def connections_in(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
+        """Control connections open from one network, a new one included."""
+        return sum(1 for connection in self.connections if connection.peer in network)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """asyncio.start_server callback: serve one control connection to its end."""
@@ -139,8 +152,10 @@ class ControlConnection:
         self.log = server.log.bind(peer=self.peer_text, peer_port=peer[1])
         self.sessions: dict[bytes, TestSession] = {}
         self.control: ServerControl | None = None
+        #: Why the server itself ended this connection (shutdown), for the log line.
+        self.closed_by_server: str | None = None
         #: Set-up must be over by then however slowly the octets drip in (half-open defence).
-        self._setup_deadline = time.monotonic() + min(SETUP_TIMEOUT, server.config.control_timeout)
+        self._setup_deadline = time.monotonic() + self._idle_timeout()
 
     def _offered_modes(self) -> tuple[Mode, str | None]:
         config = self.server.config
@@ -151,6 +166,10 @@ class ControlConnection:
         if self.server.connections_from(self.peer_text) > config.max_connections_per_client:
             limit = config.max_connections_per_client
             return Mode(0), f"max_connections_per_client ({limit}) reached"
+        network = config.network_of(self.peer)
+        if self.server.connections_in(network) > config.max_connections_per_network:
+            limit = config.max_connections_per_network
+            return Mode(0), f"max_connections_per_network ({limit}) reached for {network}"
         if not config.client_allowed(self.peer):
             return Mode(0), "client address not in allow"
         return config.modes | FEATURES, None
@@ -170,10 +189,17 @@ class ControlConnection:
         except ProtocolError as error:
             outcome = f"protocol error: {error}"
         except TimeoutError:
-            outcome = "timed out (set-up)" if control.phase is not Phase.OPEN else "idle (SERVWAIT)"
+            if control.phase is not Phase.OPEN:
+                outcome = "timed out (set-up)"
+            elif not self.sessions:
+                outcome = "idle (no session, idle_timeout)"
+            else:
+                outcome = "idle (SERVWAIT)"
         except (ConnectionError, OSError) as error:
             outcome = f"connection lost: {error.__class__.__name__}"
         finally:
+            if self.closed_by_server is not None:
+                outcome = f"closed by server: {self.closed_by_server}"
             for session in list(self.sessions.values()):
                 self.server.end_session(self, session, "control connection closed")
             self.writer.close()
@@ -185,10 +211,17 @@ class ControlConnection:
                 outcome=outcome,
             )
 
+    def _idle_timeout(self) -> float:
+        config = self.server.config
+        return min(config.idle_timeout, config.control_timeout)
+
     def _read_timeout(self, control: ServerControl) -> float:
-        """What is left of SETUP_TIMEOUT during set-up, then SERVWAIT."""
+        """What is left of idle_timeout during set-up; idle_timeout while the connection holds
+        no session (it must not keep a slot for SERVWAIT asking for nothing); else SERVWAIT."""
         if control.phase is not Phase.OPEN:
             return max(0.0, self._setup_deadline - time.monotonic())
+        if not self.sessions:
+            return self._idle_timeout()
         return self.server.config.control_timeout
 
     def _sessions_running(self) -> bool:
@@ -197,6 +230,11 @@ class ControlConnection:
         return any(
             session.started and session.stop_deadline is None for session in self.sessions.values()
         )
+
+    def close(self, reason: str) -> None:
+        """End this connection from the server's side (shutdown); ``run`` logs ``reason``."""
+        self.closed_by_server = reason
+        self.writer.close()
 
     async def _read(self, control: ServerControl) -> bytes:
         """The next octets from the client; TimeoutError once it was silent too long."""
@@ -229,17 +267,44 @@ class ControlConnection:
             self.writer.write(self._answer(control, event))
             await self.writer.drain()
 
+    def _backed_off(self, control: ServerControl, setup: SetUpResponse, now: float) -> float:
+        """Seconds this client's address or network is still refused authenticated set-ups."""
+        if not setup.mode & SECURE_CONTROL_MODES or control.setup_refusal():
+            return 0.0
+        server = self.server
+        network = server.config.network_of(self.peer)
+        return max(
+            server.address_failures.refused_for(self.peer, now),
+            server.network_failures.refused_for(network, now),
+        )
+
     async def _set_up(self, control: ServerControl, setup: SetUpResponse) -> bool:
-        secret = self.server.config.keys.get(setup.key_id) if setup.key_id else None
+        server = self.server
+        now = time.monotonic()
+        if (wait := self._backed_off(control, setup, now)) > 0:
+            self.writer.write(control.refuse(Accept.TEMPORARY_RESOURCE_LIMIT))
+            await self.writer.drain()
+            self.log.warning(
+                "control connection refused",
+                mode=int(setup.mode),
+                reason=f"authentication failures: backed off for {wait:.0f} s more",
+            )
+            return False
+        secret = server.config.keys.get(setup.key_id) if setup.key_id else None
         loop = asyncio.get_running_loop()
         # PBKDF2 costs milliseconds: keep it off the loop that reflects packets.
         data, accepted = await loop.run_in_executor(
-            None, control.start, secret, self.server.start_time
+            server.kdf, control.start, secret, server.start_time
         )
+        if not accepted and not control.setup_refusal():
+            server.address_failures.failed(self.peer, now)
+            server.network_failures.failed(server.config.network_of(self.peer), now)
         self.writer.write(data)
         await self.writer.drain()
-        # The KeyID names the client's identity (open mode has none); it is not a secret.
-        identity = {"key_id": setup.key_id.decode(errors="replace")} if setup.key_id else {}
+        # The KeyID names the client's identity in the secure modes; it is not a secret, but it
+        # is the client's text: escaped, and not logged at all when the mode does not use it.
+        secure = bool(setup.mode & SECURE_CONTROL_MODES)
+        identity = {"key_id": printable(setup.key_id)} if setup.key_id and secure else {}
         if accepted:
             self.log = self.log.bind(mode=mode_name(control.mode))
             self.log.info("control connection set up", **identity)
@@ -316,6 +381,8 @@ class ControlConnection:
             dscp=verdict.dscp,
             timeout=verdict.timeout,
             last_seen=now,
+            latchable=verdict.nat,
+            request_length=SENDER_HEADER_SIZE[authenticated] + request.padding_length,
         )
         self.sessions[sid] = session
         server.reflector.add(session)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import signal
 import socket
 import time
@@ -22,8 +23,9 @@ from twamp_common.clock import read_clock_state
 from .activation import HandedSockets
 from .config import Config, ConfigError, load_config
 from .control_server import Server
+from .logs import report_suppressed
 from .notify import Notifier
-from .reflector import Reflector
+from .reflector import Reflector, TestSession
 
 #: Seconds between REFWAIT sweeps and clock-state refreshes.
 TICK = 1.0
@@ -100,10 +102,23 @@ class Daemon:
             self.reflector.bind(host, port, permanent=True, light=light)
 
     def _apply_light_policy(self) -> None:
-        self.reflector.light_allowed = self.config.light_allowed
+        config = self.config
+        self.reflector.light_allowed = config.light_allowed
         self.reflector.light_capacity = (
-            self.config.max_sessions * LIGHT_SESSIONS_PER_SLOT if self.config.light_ports else 0
+            config.max_sessions * LIGHT_SESSIONS_PER_SLOT if config.light_ports else 0
         )
+        self.reflector.light_per_address = config.light_senders_per_address
+        self.reflector.light_short = config.light_short_requests
+        self.reflector.on_light_drop = self._light_dropped
+        self.reflector.refwait = config.session_timeout_seconds
+
+    def _light_dropped(self, reason: str, sender: tuple[str, int]) -> None:
+        """On the reflector thread: log on the event loop, which owns the log."""
+        host, port = sender
+        report = functools.partial(
+            self.log.info, "light packet dropped", peer=host, peer_port=port, reason=reason
+        )
+        self.loop.call_soon_threadsafe(report)
 
     async def run(self, config_path: Path) -> int:
         """Serve until SIGTERM/SIGINT; the exit status."""
@@ -171,6 +186,7 @@ class Daemon:
             now = time.monotonic()
             self.server.expire_idle(now)
             self._expire_light(now)
+            report_suppressed(self.log)
             if now >= next_status:
                 self._refresh_clock()
                 self.notifier.status(self.status_text())
@@ -183,16 +199,19 @@ class Daemon:
 
     def _expire_light(self, now: float) -> None:
         limit = self.config.session_timeout_seconds
-        for session in self.reflector.sessions():
-            if not session.sid and now - session.last_seen > limit:
-                self.reflector.remove(session)
-                self.log.info(
-                    "light session ended",
-                    peer=session.peer[0],
-                    peer_port=session.peer[1],
-                    reason=f"no packet for {limit:g} s",
-                    **session.counters(),
-                )
+        for session in self.reflector.light_senders():
+            if now - session.last_seen > limit:
+                self._end_light(session, f"no packet for {limit:g} s")
+
+    def _end_light(self, session: TestSession, reason: str) -> None:
+        self.reflector.remove(session)
+        self.log.info(
+            "light session ended",
+            peer=session.peer[0],
+            peer_port=session.peer[1],
+            reason=reason,
+            **session.counters(),
+        )
 
     def _refresh_clock(self) -> None:
         self.reflector.error_estimate = read_clock_state().error_estimate().to_wire()
@@ -220,10 +239,12 @@ class Daemon:
         for listener in self.listeners:
             listener.close()
         for connection in list(self.server.connections):
-            connection.writer.close()
+            connection.close("server stopping")
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while self.server.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        for session in self.reflector.light_senders():
+            self._end_light(session, "server stopping")
         self.reflector.close()
         self.log.info("twamp-server stopped")
 

@@ -20,6 +20,8 @@ import logging
 import os
 import re
 import sys
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,93 @@ def _stderr_is_journal() -> bool:
         return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
     except (OSError, ValueError):
         return False
+
+
+#: Characters that must not reach a terminal or a log line raw: C0 and C1 controls and DEL.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Lines per (peer, event) allowed in a burst, and how many seconds earn one more.
+BURST = 10
+REFILL_SECONDS = 1.0
+#: Most (peer, event) pairs tracked at once; the oldest is forgotten first.
+TRACKED = 4096
+SUPPRESSED_EVENT = "log lines suppressed"
+
+
+def printable(text: str | bytes) -> str:
+    """``text`` (octets from the network as UTF-8) with every control character escaped as
+    ``\\xNN``: a KeyID holding ESC or BEL must not drive the operator's terminal."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="backslashreplace")
+    return _UNPRINTABLE.sub(lambda match: f"\\x{ord(match[0]):02x}", text)
+
+
+def escape(_logger: object, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """Processor: escape control characters in every string value (the last line of defence;
+    call sites pass network strings through :func:`printable` as well)."""
+    for name, value in event_dict.items():
+        if isinstance(value, str) and name != "exception" and _UNPRINTABLE.search(value):
+            event_dict[name] = printable(value)
+    return event_dict
+
+
+class LogLimiter:
+    """Processor: at most BURST lines per (peer, event), then one per REFILL_SECONDS.
+
+    One fuzzing client must not write thousands of lines a second.  Lines without a ``peer``
+    are never limited.  The next line let through after a suppression carries
+    ``suppressed=N``; :meth:`flush` reports the pairs that went quiet still owing a count.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        #: (peer, event) -> [tokens, time of the last refill, lines suppressed]
+        self._buckets: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+
+    def __call__(self, _logger: object, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        peer = event_dict.get("peer")
+        event = str(event_dict.get("event", ""))
+        if peer is None or event == SUPPRESSED_EVENT:
+            return event_dict
+        now = self._clock()
+        key = (str(peer), event)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = [float(BURST), now, 0.0]
+            while len(self._buckets) > TRACKED:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+            bucket[0] = min(float(BURST), bucket[0] + (now - bucket[1]) / REFILL_SECONDS)
+            bucket[1] = now
+        if bucket[0] < 1.0:
+            bucket[2] += 1
+            raise structlog.DropEvent
+        bucket[0] -= 1.0
+        if bucket[2]:
+            event_dict["suppressed"] = int(bucket[2])
+            bucket[2] = 0.0
+        return event_dict
+
+    def flush(self) -> list[tuple[str, str, int]]:
+        """``(peer, event, count)`` of every pair with suppressed lines not yet reported whose
+        bucket has refilled (the flood is over); their counts restart."""
+        now = self._clock()
+        owed = []
+        for (peer, event), bucket in self._buckets.items():
+            if bucket[2] and now - bucket[1] >= REFILL_SECONDS * BURST:
+                owed.append((peer, event, int(bucket[2])))
+                bucket[2] = 0.0
+        return owed
+
+
+#: The limiter configure_logging installed, for the daemon's periodic flush.
+LIMITER = LogLimiter()
+
+
+def report_suppressed(log: Any) -> None:
+    """Log one summary line per (peer, event) whose repeated lines were suppressed."""
+    for peer, event, count in LIMITER.flush():
+        log.warning(SUPPRESSED_EVENT, peer=peer, repeated=event, suppressed=count)
 
 
 def redact(_logger: object, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
@@ -168,7 +257,7 @@ def configure_logging(fmt: str, level: str) -> None:
     ]
     if fmt != "journal":
         processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
-    processors.append(redact)
+    processors += [LIMITER, redact, escape]
     output: Any
     if fmt == "journal":
         from systemd import journal  # noqa: PLC0415 - only the journal needs systemd-python

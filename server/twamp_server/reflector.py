@@ -22,6 +22,7 @@ fields of a :class:`TestSession` that both sides touch are single attribute writ
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import select
 import socket
@@ -48,6 +49,11 @@ RECEIVE_BUFFER = 4 * 1024 * 1024
 MAX_DATAGRAM = 65535
 
 Address = tuple[str, int]
+#: Seconds between two reports of the same drop reason for one sender address.
+REPORT_INTERVAL = 1.0
+#: Most (address, reason) pairs remembered for REPORT_INTERVAL.
+REPORTS_TRACKED = 4096
+ANCILLARY_SPACE = udp_options.TRAFFIC_CLASS_ANCILLARY_SPACE
 #: A plain int: ``int & socket.MSG_TRUNC`` would build an enum member per packet (~0.8 µs).
 _MSG_TRUNC = int(socket.MSG_TRUNC)
 SessionKey = tuple[int, str, int]
@@ -75,8 +81,11 @@ class TestSession:
     stop_deadline: float | None = None
     #: Monotonic time of the last packet received, or of acceptance: for REFWAIT.
     last_seen: float = 0.0
-    #: Whether the sender port is still the announced one and may be re-learnt once (NAT).
-    latchable: bool = True
+    #: Whether the sender port is still the announced one and may be re-learnt once: only when
+    #: the request showed a NAT (see Reflector._latch).
+    latchable: bool = False
+    #: Length of the sender's packets as requested (header and Padding Length); 0: unknown.
+    request_length: int = 0
     #: Reply packets must never be larger than requests (TWAMP Light: no control session).
     no_amplification: bool = False
     seq: int = 0
@@ -88,8 +97,17 @@ class TestSession:
 
     def __post_init__(self) -> None:
         self.builder = ReflectorPacketBuilder(self.authenticated)
-        family = socket.AF_INET6 if ":" in self.peer[0] else socket.AF_INET
-        self.ancillary = udp_options.traffic_class_ancillary(family, self.dscp)
+        self.ancillary = udp_options.traffic_class_ancillary(self.family, self.dscp)
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.peer[0] else socket.AF_INET
+
+    def mark(self, dscp: int) -> None:
+        """Send the replies that follow with ``dscp`` (TWAMP Light copies the request's)."""
+        if dscp != self.dscp:
+            self.dscp = dscp
+            self.ancillary = udp_options.traffic_class_ancillary(self.family, dscp)
 
     @property
     def key(self) -> SessionKey:
@@ -125,11 +143,26 @@ class Reflector:
         #: Sessions that have not received a packet yet, by (local port, sender address), in
         #: acceptance order: the only ones a packet from an unannounced port may latch onto.
         self._unlatched: dict[tuple[int, str], list[TestSession]] = {}
+        #: (sender address, sender port) of ended sessions -> when they ended: a port that
+        #: belonged to another session within REFWAIT is never latched onto.
+        self._ended: dict[tuple[str, int], float] = {}
+        #: REFWAIT in seconds, set by the daemon.
+        self.refwait = 300.0
         #: Admission test for TWAMP Light senders (address -> allowed), set by the daemon.
         self.light_allowed: Callable[[str], bool] = lambda _address: False
-        #: Most TWAMP Light senders tracked at once (each holds a sequence counter).
+        #: Most TWAMP Light senders tracked at once (each holds a sequence counter), and from
+        #: one address: one host using many source ports must not fill the table.
         self.light_capacity = 0
+        self.light_per_address = 0
+        #: Whether Light requests shorter than the reply (41 octets) are reflected anyway.
+        self.light_short = False
         self.light_sessions = 0
+        self._light_by_address: dict[str, int] = {}
+        #: Called (on the reflector thread) with the reason and the sender of a dropped Light
+        #: packet, at most once per REPORT_INTERVAL per sender address and reason; set by the
+        #: daemon to log it.
+        self.on_light_drop: Callable[[str, Address], None] = lambda _reason, _sender: None
+        self._reported: dict[tuple[str, str], float] = {}
         #: Error Estimate (16-bit wire value) for T2 and T3; refreshed by the daemon.
         self.error_estimate = 0x0001
         #: Datagrams that matched no session (or no started one): never answered.
@@ -170,7 +203,10 @@ class Reflector:
         dual_stack = is_dual_stack(sock)
         families = (socket.AF_INET6, socket.AF_INET) if dual_stack else (sock.family,)
         for each in families:
-            for level, option, value in udp_options.receive_options(each):
+            options = udp_options.receive_options(each)
+            if light:  # Light replies copy the request's DSCP (RFC 5357 §4.2.1)
+                options += udp_options.traffic_class_receive_options(each)
+            for level, option, value in options:
                 sock.setsockopt(level, option, value)
             for level, option, value in udp_options.send_options(each):
                 sock.setsockopt(level, option, value)
@@ -245,8 +281,15 @@ class Reflector:
             if self._sessions.get(session.key) is session:
                 del self._sessions[session.key]
             self._settle(session)
+            now = time.monotonic()
+            self._ended = {k: t for k, t in self._ended.items() if now - t < self.refwait}
+            self._ended[session.peer] = now
             if not session.sid:
                 self.light_sessions -= 1
+                host = session.peer[0]
+                self._light_by_address[host] -= 1
+                if not self._light_by_address[host]:
+                    del self._light_by_address[host]
             port = session.local_port
             if port in self._permanent_ports or any(
                 other.local_port == port for other in self._sessions.values()
@@ -259,29 +302,58 @@ class Reflector:
         with self._lock:
             return list(self._sessions.values())
 
-    def _latch(self, port: int, sender: Address, data: bytes) -> TestSession | None:
+    def _latch(self, port: int, sender: Address, data: bytes, now: float) -> TestSession | None:
         """The session a packet from an unannounced sender port belongs to, if one can be told.
 
-        Behind a NAT the sender's source port is not the one in Request-TW-Session.  A started
-        session of the same sender address that has not yet seen a packet takes the new port,
-        oldest first; in the authenticated modes only a packet whose HMAC verifies may do that.
-        The address itself is never re-learnt, so replies still go only to the control peer.
+        Behind a NAT the sender's source port is not the one in Request-TW-Session.  A session
+        may take the new port only when all of these hold: its request showed a NAT (a Sender
+        Address that is neither zero nor the control peer's); it is started and has heard
+        nothing yet; the port is not, and was not within REFWAIT, the sender port of another
+        session of that address (a stopped session's sender that keeps sending, a second
+        session's sender); and exactly one such session fits the packet: its HMAC verifies
+        (authenticated modes) or its length is the requested one.  When two could, neither
+        does.  The address itself is never re-learnt, so replies still go only to the control
+        peer.
         """
-        for session in self._unlatched.get((port, sender[0]), ()):
-            if session.started and (
-                session.protection is None or _authentic(session.protection, data)
-            ):
-                del self._sessions[session.key]
-                self._settle(session)
-                session.peer = sender
-                self._sessions[session.key] = session
-                return session
-        return None
+        waiting = self._unlatched.get((port, sender[0]))
+        if not waiting:
+            return None
+        if now - self._ended.get(sender, -math.inf) < self.refwait or any(
+            key[1] == sender[0] and key[2] == sender[1] for key in self._sessions
+        ):
+            return None
+        fitting = [
+            session
+            for session in waiting
+            if session.started
+            and (
+                _authentic(session.protection, data)
+                if session.protection is not None
+                else session.request_length in (0, len(data))
+            )
+        ]
+        if len(fitting) != 1:
+            return None
+        session = fitting[0]
+        del self._sessions[session.key]
+        self._settle(session)
+        session.peer = sender
+        self._sessions[session.key] = session
+        return session
 
     def _light_session(self, port: int, sender: Address, now: float) -> TestSession | None:
-        if port not in self._light_ports or not self.light_allowed(sender[0]):
+        if port not in self._light_ports:
+            return None
+        if not self.light_allowed(sender[0]):
+            self._report("sender not in light_allow", sender, now)
             return None
         if self.light_sessions >= self.light_capacity:
+            self._report(f"light table full ({self.light_capacity} senders)", sender, now)
+            return None
+        held = self._light_by_address.get(sender[0], 0)
+        if held >= self.light_per_address:
+            reason = f"{self.light_per_address} light senders from this address already"
+            self._report(reason, sender, now)
             return None
         session = TestSession(
             sid=b"",
@@ -290,11 +362,30 @@ class Reflector:
             started=True,
             last_seen=now,
             latchable=False,
-            no_amplification=True,
+            no_amplification=not self.light_short,
         )
         self._sessions[session.key] = session
         self.light_sessions += 1
+        self._light_by_address[sender[0]] = held + 1
         return session
+
+    def _report(self, reason: str, sender: Address, now: float) -> None:
+        """Tell the daemon why a Light packet was dropped, once per REPORT_INTERVAL per
+        (address, reason); the table of reports is bounded, whatever the senders."""
+        key = (sender[0], reason)
+        if now - self._reported.get(key, -REPORT_INTERVAL) < REPORT_INTERVAL:
+            return
+        if len(self._reported) >= REPORTS_TRACKED:
+            self._reported = {k: t for k, t in self._reported.items() if now - t < REPORT_INTERVAL}
+            if len(self._reported) >= REPORTS_TRACKED:
+                return
+        self._reported[key] = now
+        self.on_light_drop(reason, sender)
+
+    def light_senders(self) -> list[TestSession]:
+        """The TWAMP Light senders tracked now."""
+        with self._lock:
+            return [session for session in self._sessions.values() if not session.sid]
 
     # -- the hot path ----------------------------------------------------------------------------
 
@@ -323,7 +414,7 @@ class Reflector:
         """
         now = time.monotonic()
         try:
-            data, ancdata, flags, address = sock.recvmsg(MAX_DATAGRAM, udp_options.ANCILLARY_SPACE)
+            data, ancdata, flags, address = sock.recvmsg(MAX_DATAGRAM, ANCILLARY_SPACE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -337,7 +428,7 @@ class Reflector:
             self._settle(session)
         elif session is None:
             sender = (host, address[1])
-            session = self._latch(port, sender, data) or self._light_session(port, sender, now)
+            session = self._latch(port, sender, data, now) or self._light_session(port, sender, now)
             if session is None:
                 self.unmatched += 1
                 return
@@ -345,6 +436,8 @@ class Reflector:
             session.dropped += 1
             return
         received_ns, ttl = udp_options.parse_ancillary(ancdata)
+        if not session.sid and (dscp := udp_options.received_dscp(ancdata)) is not None:
+            session.mark(dscp)  # TWAMP Light: the reply keeps the request's DSCP
         self._reflect(sock, session, data, address, received_ns, ttl, now)
 
     def _reflect(
@@ -375,7 +468,17 @@ class Reflector:
             session.no_amplification and len(data) < REFLECTOR_HEADER_SIZE[authenticated]
         ):
             session.dropped += 1
+            if not session.sid:
+                self._report(
+                    f"{len(data)} octets, shorter than the reply"
+                    f" ({REFLECTOR_HEADER_SIZE[authenticated]}); light_short_requests is off"
+                    if len(data) >= SENDER_HEADER_SIZE[authenticated]
+                    else f"{len(data)} octets, shorter than a TWAMP-Test packet",
+                    session.peer,
+                    now,
+                )
             return
+
         builder = session.builder
         reply = builder.build(data, session.seq, ns_to_ntp(received_ns), self.error_estimate, ttl)
         builder.stamp(ns_to_ntp(time.time_ns()))

@@ -31,11 +31,14 @@ from support import (
     sender_socket,
     server_config,
 )
+from twamp_common import udp_options
 from twamp_common.codes import Accept, Mode
 from twamp_common.control_messages import StartNAck, StartNSessions, StopNAck, StopNSessions
 
 SECRET = support.SECRET.encode()
 HOSTS = ["127.0.0.1", "::1"]
+#: The Sender Address a client behind a NAT writes: its own private address.
+PRIVATE = ipaddress.ip_address("10.0.0.5")
 
 
 @pytest.fixture
@@ -143,7 +146,7 @@ def test_sender_behind_nat_is_latched_to_its_real_port(server: ServerProcess) ->
     with ControlClient("127.0.0.1", config_port(server)) as client:
         client.set_up()
         with client.test_socket() as announced, client.test_socket() as real:
-            accepted = client.request(announced.getsockname()[1])
+            accepted = client.request(announced.getsockname()[1], sender_address=PRIVATE)
             client.start()
             reply = ping(real, ("127.0.0.1", accepted.port), 0)
             assert reply is not None
@@ -163,7 +166,7 @@ def test_only_sessions_without_packets_can_be_latched(server: ServerProcess) -> 
             client.test_socket() as translated,
         ):
             first = client.request(direct.getsockname()[1])
-            second = client.request(announced.getsockname()[1])
+            second = client.request(announced.getsockname()[1], sender_address=PRIVATE)
             assert first.port == second.port
             client.start()
             assert ping(direct, ("127.0.0.1", first.port), 0) is not None
@@ -326,7 +329,8 @@ def test_wrong_key_closes_only_that_connection(server: ServerProcess) -> None:
                 start = bad.set_up(Mode.ENCRYPTED, b"alice", b"wrong")
                 assert start.accept == Accept.FAILURE
                 assert bad.tcp.recv(100) == b""  # closed by the server
-            with ControlClient("127.0.0.1", port) as unknown:
+            # Another address: this one is backed off for a second after its failure.
+            with ControlClient("127.0.0.1", port, source="127.0.0.3") as unknown:
                 assert (
                     unknown.set_up(Mode.AUTHENTICATED, b"mallory", SECRET).accept == Accept.FAILURE
                 )
@@ -392,7 +396,7 @@ def test_idle_control_connection_times_out(tmp_path: Path) -> None:
             started = time.monotonic()
             assert idle.tcp.recv(100) == b""
             assert 0.9 < time.monotonic() - started < 4
-        wait_log(server, "control connection ended", outcome="idle (SERVWAIT)")
+        wait_log(server, "control connection ended", outcome="idle (no session, idle_timeout)")
         with socket.create_connection(("127.0.0.1", config_port(server)), timeout=5) as mute:
             assert len(mute.recv(64)) == 64  # the greeting, then nothing from the client
             assert mute.recv(100) == b""
@@ -413,7 +417,7 @@ def test_servwait_waits_while_a_session_runs_and_resumes_after_refwait(tmp_path:
             assert client.tcp.recv(100) == b""
             assert 1.8 < time.monotonic() - started < 6
         wait_log(server, "session ended", reason="no packet for 1.8 s (REFWAIT)")
-        wait_log(server, "control connection ended", outcome="idle (SERVWAIT)")
+        wait_log(server, "control connection ended", outcome="idle (no session, idle_timeout)")
 
 
 def test_max_connections_turns_away_the_one_too_many(tmp_path: Path) -> None:
@@ -520,7 +524,8 @@ def test_sighup_applies_a_new_limit(tmp_path: Path) -> None:
         client.set_up()
         assert client.request(40001).accept == Accept.OK
         assert client.request(40002).accept == Accept.TEMPORARY_RESOURCE_LIMIT
-        server.config_path.write_text(config.replace("max_sessions = 1", "max_sessions = 2"))
+        raised = config.replace("max_sessions = 1", "max_sessions = 2")
+        server.config_path.write_text(raised.replace("per_client = 1", "per_client = 2"))
         server.notify.messages.clear()
         server.signal(signal.SIGHUP)
         server.notify.wait_for("RELOADING=1")
@@ -638,3 +643,302 @@ def test_sessions_come_and_go_while_packets_flow(server: ServerProcess) -> None:
             flowing.join()
     assert counts["sent"] > 20 and counts["back"] == counts["sent"]
     assert server.process.poll() is None
+
+
+def test_a_port_outside_test_ports_is_not_bound(tmp_path: Path) -> None:
+    """Port squatting: a client asking for any port of the host gets test_port instead, so it
+    cannot make the server hold ports that other programs need."""
+    wanted = free_port(socket.SOCK_DGRAM)
+    allowed = (61000, 61099)
+    assert not allowed[0] <= wanted <= allowed[1]
+    config = server_config(tmp_path, test_ports="61000-61099")
+    with running_server(tmp_path, config) as server:
+        test_port = config_port(server, "test_port")
+        with ControlClient("127.0.0.1", config_port(server)) as client:
+            client.set_up()
+            with client.test_socket() as udp:
+                answer = client.request(udp.getsockname()[1], receiver_port=wanted)
+                assert answer.accept == Accept.OK and answer.port == test_port
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+                    other.bind(("127.0.0.1", wanted))  # still free for its owner
+                in_range = next(
+                    port
+                    for port in range(allowed[0], allowed[1] + 1)
+                    if _udp_free("127.0.0.1", port)
+                )
+                answer = client.request(udp.getsockname()[1], receiver_port=in_range)
+                assert answer.accept == Accept.OK and answer.port == in_range
+
+
+def _udp_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def test_one_client_holding_unstarted_sessions_does_not_refuse_others(tmp_path: Path) -> None:
+    """Session exhaustion: with the default max_sessions_per_client (a tenth of max_sessions)
+    a client that requests every session it can and never starts them leaves room for others."""
+    config = server_config(tmp_path, max_sessions=20).replace("max_sessions_per_client = 20\n", "")
+    with running_server(tmp_path, config) as server:
+        port = config_port(server)
+        with ControlClient("127.0.0.1", port, source="127.0.0.2") as hog:
+            hog.set_up()
+            answers = [hog.request(41000 + index).accept for index in range(20)]
+            assert answers == [Accept.OK] * 2 + [Accept.TEMPORARY_RESOURCE_LIMIT] * 18
+            wait_log(server, "session refused", reason="max_sessions_per_client (2) reached")
+            with ControlClient("127.0.0.1", port) as honest:
+                honest.set_up()
+                replies = measure(honest)
+    assert all(reply is not None for reply in replies)
+
+
+def _dscp_of_reply(sock: socket.socket) -> int:
+    """The DSCP of the next datagram on ``sock`` (IP_RECVTOS must be on)."""
+    _data, ancdata, _flags, _address = sock.recvmsg(2000, udp_options.TRAFFIC_CLASS_ANCILLARY_SPACE)
+    dscp = udp_options.received_dscp(ancdata)
+    assert dscp is not None
+    return dscp
+
+
+def test_twamp_light_table_cap_dscp_short_requests_and_shutdown(tmp_path: Path) -> None:
+    """One host using many source ports cannot fill the Light table; replies keep the request's
+    DSCP; short requests are dropped with a logged reason (or reflected when enabled); Light
+    senders still open at shutdown are logged."""
+    light = free_port(socket.SOCK_DGRAM)
+    config = server_config(
+        tmp_path,
+        light_ports=light,
+        light_allow="127.0.0.0/8",
+        light_senders_per_address=3,
+        max_sessions=2,  # a table of 20 Light senders
+        status_interval=60,  # nobody reads STATUS= during this long test: do not fill the queue
+    )
+    server = ServerProcess(tmp_path, config)
+    try:
+        server.wait_ready()
+        hog = [sender_socket("127.0.0.2") for _ in range(40)]
+        try:
+            answered = sum(
+                ping(sock, ("127.0.0.1", light), 0, timeout=0.3) is not None for sock in hog
+            )
+        finally:
+            for sock in hog:
+                sock.close()
+        assert answered == 3
+        wait_log(server, "light packet dropped", reason="3 light senders from this address already")
+        with sender_socket("127.0.0.1") as honest:
+            honest.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 46 << 2)
+            for level, option, value in udp_options.traffic_class_receive_options(socket.AF_INET):
+                honest.setsockopt(level, option, value)
+            honest.sendto(bytes(41), ("127.0.0.1", light))
+            assert _dscp_of_reply(honest) == 46  # EF, copied
+            honest.sendto(bytes(14), ("127.0.0.1", light))  # twampy's default: no reply
+            with pytest.raises(TimeoutError):
+                honest.settimeout(0.3)
+                honest.recv(100)
+        wait_log(
+            server,
+            "light packet dropped",
+            reason="14 octets, shorter than the reply (41); light_short_requests is off",
+        )
+    finally:
+        server.stop()
+    ended = [line for line in log_lines(server) if line.get("event") == "light session ended"]
+    assert {line["reason"] for line in ended} == {"server stopping"}
+    assert len(ended) == 4
+
+
+def test_twamp_light_short_requests_when_enabled(tmp_path: Path) -> None:
+    light = free_port(socket.SOCK_DGRAM)
+    config = server_config(
+        tmp_path, light_ports=light, light_allow="127.0.0.1/32", light_short_requests="yes"
+    )
+    with running_server(tmp_path, config), sender_socket("127.0.0.1") as short:
+        short.sendto(bytes(14), ("127.0.0.1", light))
+        assert len(short.recv(100)) == 41
+
+
+def test_network_strings_are_escaped_and_key_id_logged_only_when_secure(
+    server: ServerProcess,
+) -> None:
+    """Log injection: a KeyID with ESC, BEL and NUL is escaped; in unauthenticated mode the
+    KeyID the client sent is not logged at all."""
+    hostile = b"\x1b[31mro\x00ot\x07"
+    with ControlClient("127.0.0.1", config_port(server)) as client:
+        start = client.set_up(Mode.AUTHENTICATED, hostile, b"wrong")
+        assert start.accept != Accept.OK
+    line = wait_log(server, "control connection refused")
+    assert line["key_id"] == "\\x1b[31mro\\x00ot\\x07"
+    with ControlClient("127.0.0.1", config_port(server)) as client:
+        client.tcp.recv(64)
+        setup = bytearray(164)
+        setup[3] = int(Mode.UNAUTHENTICATED)
+        setup[4 : 4 + len(hostile)] = hostile
+        client.tcp.sendall(bytes(setup))
+        assert len(client.tcp.recv(48)) == 48
+    wait_log(server, "control connection set up")
+    assert "\x1b" not in server.log() and "\x07" not in server.log()
+    assert all(
+        "key_id" not in line for line in log_lines(server) if line.get("mode") == "unauthenticated"
+    )
+
+
+def test_repeated_lines_from_one_peer_are_suppressed(server: ServerProcess) -> None:
+    """Log floods: one client failing set-up over and over gets a bounded number of lines and
+    a "suppressed N" count."""
+    port = config_port(server)
+    deadline = time.monotonic() + 20
+    for _ in range(40):
+        assert time.monotonic() < deadline
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as bad:
+            bad.recv(64)
+            bad.sendall(bytes([0, 0, 0, 0x40]) + bytes(160))  # a mode nobody offers
+            bad.recv(48)
+    time.sleep(0.3)
+    refused = [
+        line for line in log_lines(server) if line.get("event") == "control connection refused"
+    ]
+    assert 10 <= len(refused) < 20
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as late:
+        time.sleep(1.1)  # one more line is earned
+        late.recv(64)
+        late.sendall(bytes([0, 0, 0, 0x40]) + bytes(160))
+        late.recv(48)
+    line = wait_log(server, "control connection refused", suppressed=40 - len(refused))
+    assert line["peer"] == "127.0.0.1"
+
+
+def test_shutdown_is_logged_as_the_servers_doing(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, server_config(tmp_path))
+    try:
+        server.wait_ready()
+        with ControlClient("127.0.0.1", config_port(server)) as client:
+            client.set_up()
+            server.signal(signal.SIGTERM)
+            assert server.process.wait(10) == 0
+    finally:
+        server.stop()
+    outcomes = [
+        line["outcome"]
+        for line in log_lines(server)
+        if line.get("event") == "control connection ended"
+    ]
+    assert outcomes == ["closed by server: server stopping"]
+
+
+def test_many_addresses_of_one_network_do_not_lock_others_out(tmp_path: Path) -> None:
+    """Connection lockout: 63 loopback addresses of 127.0.0.0/24 open connections until the
+    server refuses them; the per-network limit keeps room for a client of another network,
+    and connections that hold no session are closed after idle_timeout, not SERVWAIT."""
+    config = server_config(tmp_path, max_connections=100, idle_timeout=3, status_interval=60)
+    with running_server(tmp_path, config) as server:
+        port = config_port(server)
+        held: list[socket.socket] = []
+        try:
+            for host in range(2, 65):  # 127.0.0.2 ... 127.0.0.64: 63 addresses, 2 each
+                for _ in range(2):
+                    sock = socket.create_connection(
+                        ("127.0.0.1", port), timeout=5, source_address=(f"127.0.0.{host}", 0)
+                    )
+                    held.append(sock)
+            served = sum(greeting_modes(sock) != 0 for sock in held)
+            assert served == 64  # max_connections_per_network's default, of 126
+            wait_log(
+                server,
+                "control connection ended",
+                outcome="refused: max_connections_per_network (64) reached for 127.0.0.0/24",
+            )
+            with ControlClient("127.0.0.1", port, source="127.0.1.1") as honest:
+                assert honest.set_up().accept == Accept.OK
+                assert all(reply is not None for reply in measure(honest))
+            started = time.monotonic()
+            for sock in held:
+                sock.settimeout(10)
+                while sock.recv(100):
+                    pass
+            assert time.monotonic() - started < 8  # idle_timeout (3 s), not SERVWAIT (900 s)
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_no_latching_without_a_nat_in_the_request(server: ServerProcess) -> None:
+    """Hijack: another user of the client's address sends first from another port; a session
+    whose request showed no NAT keeps its announced port, and its sender is served."""
+    with ControlClient("127.0.0.1", config_port(server)) as client:
+        client.set_up()
+        with client.test_socket() as sender, client.test_socket() as intruder:
+            accepted = client.request(sender.getsockname()[1])
+            client.start()
+            assert ping(intruder, ("127.0.0.1", accepted.port), 0, timeout=0.3) is None
+            assert ping(sender, ("127.0.0.1", accepted.port), 0) is not None
+
+
+def test_a_stopped_sessions_sender_cannot_take_a_new_session(tmp_path: Path) -> None:
+    """NAT latching: the sender of a stopped session keeps sending after its Timeout; a new
+    session of the same address waiting for its first packet does not latch onto that port
+    (it belonged to another session within REFWAIT) and latches onto its own sender's."""
+    with (
+        running_server(tmp_path, server_config(tmp_path)) as server,
+        ControlClient("127.0.0.1", config_port(server)) as client,
+    ):
+        client.set_up()
+        with client.test_socket() as old, client.test_socket() as new:
+            first = client.request(old.getsockname()[1], timeout=0.1)
+            client.start()
+            assert ping(old, ("127.0.0.1", first.port), 0) is not None
+            client.stop()
+            wait_log(server, "session ended", reason="stopped", timeout=5)
+            second = client.request(40999, sender_address=PRIVATE)  # announced, behind NAT
+            assert second.port == first.port
+            client.start()
+            for seq in range(3):  # the stale sender, still sending
+                assert ping(old, ("127.0.0.1", first.port), seq, timeout=0.2) is None
+            reply = ping(new, ("127.0.0.1", second.port), 0)
+            assert reply is not None and reply[0].seq == 0
+
+
+def test_two_sessions_behind_one_nat_do_not_swap(server: ServerProcess) -> None:
+    """Two waiting sessions of one address that a packet fits equally: neither takes it (one
+    of them would be the wrong one); a packet only one of them fits (by length) is latched."""
+    with ControlClient("127.0.0.1", config_port(server)) as client:
+        client.set_up()
+        with client.test_socket() as a, client.test_socket() as b:
+            one = client.request(41001, sender_address=PRIVATE, padding=27)
+            two = client.request(41002, sender_address=PRIVATE, padding=27)
+            three = client.request(41003, sender_address=PRIVATE, padding=100)
+            assert one.port == two.port == three.port
+            client.start()
+            assert ping(a, ("127.0.0.1", one.port), 0, timeout=0.3) is None
+            reply = ping(b, ("127.0.0.1", three.port), 0, padding=100)
+            assert reply is not None and reply[0].seq == 0
+
+
+def test_failed_authentications_are_backed_off_and_others_still_served(
+    server: ServerProcess,
+) -> None:
+    """Key-derivation flood: wrong keys from many addresses of one network are refused
+    without a derivation once they have failed (Accept 5); a client of another network with
+    the right key is served meanwhile."""
+    port = config_port(server)
+    refused_fast = 0
+    deadline = time.monotonic() + 20
+    for attempt in range(60):
+        assert time.monotonic() < deadline
+        host = f"127.0.0.{2 + attempt % 20}"
+        with ControlClient("127.0.0.1", port, source=host) as attacker:
+            start = attacker.set_up(Mode.AUTHENTICATED, b"alice", b"wrong secret")
+            assert start.accept != Accept.OK
+            refused_fast += start.accept == Accept.TEMPORARY_RESOURCE_LIMIT
+    assert refused_fast >= 60 - 20  # each address pays for one derivation, then waits
+    lines = [
+        line for line in log_lines(server) if line.get("event") == "control connection refused"
+    ]
+    assert any(str(line.get("reason", "")).startswith("authentication failures") for line in lines)
+    with ControlClient("127.0.0.1", port, source="127.0.1.1") as honest:
+        assert honest.set_up(Mode.AUTHENTICATED, b"alice", SECRET).accept == Accept.OK
+        assert all(reply is not None for reply in measure(honest))

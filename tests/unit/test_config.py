@@ -80,7 +80,7 @@ def test_defaults() -> None:
     assert config.control_port == 862
     assert config.test_port == 863
     assert config.max_sessions == 100
-    assert config.max_sessions_per_client == 100
+    assert config.max_sessions_per_client == 10  # a tenth of max_sessions
     assert config.session_timeout == 5.0
     assert config.control_timeout == 900.0
     assert config.max_connections == 1000
@@ -89,7 +89,7 @@ def test_defaults() -> None:
     assert config.modes == Mode.UNAUTHENTICATED  # no keys file: the secure modes are dropped
     assert config.keys_file is None
     assert len(config.keys) == 0
-    assert config.test_ports is None
+    assert config.test_ports == (61000, 61099)
     assert config.light_ports == ()
     assert config.pbkdf2_count == 8192
     assert config.status_interval == 10.0
@@ -154,8 +154,10 @@ def test_value_continued_on_an_indented_line() -> None:
     assert config.max_sessions == 3
 
 
-def test_per_client_limit_follows_max_sessions() -> None:
-    assert parse_config("max_sessions = 7").max_sessions_per_client == 7
+def test_per_client_limit_is_a_tenth_of_max_sessions() -> None:
+    assert parse_config("max_sessions = 7").max_sessions_per_client == 1
+    assert parse_config("max_sessions = 250").max_sessions_per_client == 25
+    assert parse_config("test_ports = any").test_ports is None
 
 
 @pytest.mark.parametrize(
@@ -375,14 +377,14 @@ def test_keys_passphrase_hex_and_comments(tmp_path: Path) -> None:
         f"alice   {SECRET}  \n"
         "  # indented comment\n"
         "router-7 hex:00FF10ab\n"
-        "bob has # in it\n"
+        "bob has#in it # and a comment\n"
         "zoë p\u00e4ss\n"
     )
     store = read_keys(keys_file(tmp_path, text))
     assert len(store) == 4
     assert store.get(b"alice") == SECRET.encode()
     assert store.get(b"router-7") == bytes([0x00, 0xFF, 0x10, 0xAB])
-    assert store.get(b"bob") == b"has # in it"
+    assert store.get(b"bob") == b"has#in it"
     assert store.get("zoë".encode()) == "päss".encode()
     assert store.get(b"carol") is None
     assert b"alice" in store
@@ -637,3 +639,14 @@ def test_shipped_file_documents_every_key_with_its_default(tmp_path: Path) -> No
     uncommented = load_config(path)
     assert uncommented == defaults
     assert uncommented.warnings == ("no keys: only unauthenticated mode is offered",)
+
+
+def test_keys_file_with_bom_crlf_and_trailing_comments(tmp_path: Path) -> None:
+    path = keys_file(tmp_path, f"\ufeffalice {SECRET}   # the lab router\r\nbob hex:0102 # raw\r\n")
+    store = load_config(conf(tmp_path, f"keys_file = {path}\n")).keys
+    assert store.get(b"alice") == SECRET.encode()
+    assert store.get(b"bob") == b"\x01\x02"
+
+
+def test_config_file_with_a_bom(tmp_path: Path) -> None:
+    assert load_config(conf(tmp_path, "\ufeffmax_sessions = 7\n")).max_sessions == 7
