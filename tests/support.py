@@ -37,6 +37,18 @@ from twamp_common.test_packets import ReflectorPacket, SenderPacket
 from twamp_common.timestamp import ns_to_ntp, ns_to_ntp_interval
 from twamp_common.udp_options import ANCILLARY_SPACE, parse_ancillary, receive_options
 
+#: The twamp-client command as this test run's Python runs it.
+CLIENT = [sys.executable, "-m", "twamp_client"]
+
+
+def run_client(
+    *args: str, timeout: float = 60, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``twamp-client ARGS`` to its end: exit status, stdout and stderr as text."""
+    return subprocess.run(
+        [*CLIENT, *args], capture_output=True, text=True, timeout=timeout, check=False, input=stdin
+    )
+
 
 def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
     """A port the kernel just had free on ``host`` (TCP or UDP)."""

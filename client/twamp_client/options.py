@@ -17,6 +17,7 @@ from pathlib import Path
 
 from twamp_common.codes import Mode
 from twamp_common.traffic import MODELS, ModelError, TrafficModel
+from twamp_common.version import VersionAction
 
 from .keyfile import FORMATS, KeyFileError, read_secret_file
 from .measurement import CONNECT_TIMEOUT, Target, Test
@@ -91,16 +92,6 @@ class Options:
     quiet: bool
 
 
-class _Version(argparse.Action):
-    """--version, looked up only when asked for (the metadata lookup costs every start)."""
-
-    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
-        from importlib.metadata import version  # noqa: PLC0415
-
-        print(f"twamp-client {version('twamp-client')}")
-        parser.exit()
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twamp-client",
@@ -119,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="read targets from FILE, one per line (# starts a comment)",
     )
-    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
+    parser.add_argument("--version", action=VersionAction)
     test = parser.add_argument_group("test")
     test.add_argument(
         "-c",

@@ -13,6 +13,8 @@ import errno
 import sys
 from pathlib import Path
 
+from twamp_common.version import VersionAction
+
 from . import __doc__ as package_doc
 from .activation import HandedSockets
 from .config import DEFAULT_PATH, Config, ConfigError, load_config
@@ -46,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="journal under systemd, console on a terminal, json otherwise (default auto)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug lines as well")
+    parser.add_argument("--version", action=VersionAction)
     return parser.parse_args(argv)
 
 

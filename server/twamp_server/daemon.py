@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from twamp_common.clock import read_clock_state
+from twamp_common.version import installed_version
 
 from .activation import HandedSockets
 from .config import Config, ConfigError, load_config
@@ -77,12 +78,18 @@ class Daemon:
             control = handed.take(socket.SOCK_STREAM, host, config.control_port)
             if control is not None:
                 self.listeners.append(
-                    await asyncio.start_server(self.server.handle, sock=control.sock)
+                    await asyncio.start_server(
+                        self.server.handle, sock=control.sock, backlog=self._backlog
+                    )
                 )
             elif not handed.covered(socket.SOCK_STREAM, host, config.control_port):
                 self.listeners.append(
                     await asyncio.start_server(
-                        self.server.handle, host, config.control_port, reuse_address=True
+                        self.server.handle,
+                        host,
+                        config.control_port,
+                        reuse_address=True,
+                        backlog=self._backlog,
                     )
                 )
         for unused in handed.close_unused():
@@ -93,6 +100,13 @@ class Daemon:
             )
         if not self.listeners:
             raise OSError(errno.EADDRNOTAVAIL, "no listen address could be bound")
+
+    @property
+    def _backlog(self) -> int:
+        """Connections the kernel may queue before they are accepted: as many as the server
+        holds at once (at least asyncio's 100), so that a burst of clients waits in the queue
+        rather than in SYN-ACK retransmissions, seconds apart."""
+        return max(100, self.config.max_connections)
 
     def _bind_udp(self, handed: HandedSockets, host: str, port: int, *, light: bool) -> None:
         passed = handed.take(socket.SOCK_DGRAM, host, port)
@@ -127,15 +141,17 @@ class Daemon:
         self.loop.add_signal_handler(signal.SIGHUP, self._reload_soon, config_path)
         self._refresh_clock()
         self.reflector.start()
+        self.notifier.ready(self.status_text())
+        # After READY=1: the version's metadata lookup (~25 ms) need not delay the start.
         self.log.info(
             "twamp-server ready",
+            version=installed_version("twamp-server"),
             control_port=self.config.control_port,
             test_port=self.config.test_port,
             listen=" ".join(str(address) for address in self.config.listen),
             modes=int(self.config.modes),
             light_ports=" ".join(map(str, self.config.light_ports)) or "off",
         )
-        self.notifier.ready(self.status_text())
         ticker = asyncio.create_task(self._tick())
         await self.stopping.wait()
         ticker.cancel()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from support import SECRET, ServerProcess, config_port, free_port, running_server, server_config
+from support import run_client as client
 from twamp_common.test_packets import (
     SENDER_HEADER_SIZE,
     SYMMETRIC_SENDER_PADDING,
@@ -37,19 +38,6 @@ from twamp_common.udp_options import ANCILLARY_SPACE, parse_ancillary, receive_o
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
     with running_server(tmp_path, server_config(tmp_path)) as process:
         yield process
-
-
-def client(
-    *args: str, timeout: float = 60, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "twamp_client", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        input=stdin,
-    )
 
 
 @pytest.fixture

@@ -21,17 +21,17 @@ from pathlib import Path
 
 import pytest
 from peers import Dripper, FakeReflector, Proxy, Stamps, honest, reply
-from support import ServerProcess, config_port, free_port, running_server, server_config
+from support import (
+    CLIENT,
+    ServerProcess,
+    config_port,
+    free_port,
+    running_server,
+    server_config,
+)
+from support import run_client as client
 from twamp_common.test_packets import ReflectorPacket
 from twamp_common.timestamp import ns_to_ntp
-
-CLIENT = [sys.executable, "-m", "twamp_client"]
-
-
-def client(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLIENT, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def light(port: int, *args: str) -> dict:  # type: ignore[type-arg]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from support import SECRET, ServerProcess, config_port, free_port, running_server, server_config
+from support import run_client as client
 from twamp_client import Engine, Measurement, Target, Test, measure
 from twamp_common.codes import Mode
 
@@ -36,16 +35,6 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     with running_server(tmp_path, config) as process:
         process.light_port = light  # type: ignore[attr-defined]
         yield process
-
-
-def client(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "twamp_client", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def exact(measurement: Measurement, count: int) -> None:

@@ -8,12 +8,11 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from support import free_port, running_server, server_config
+from support import free_port, run_client, running_server, server_config
 from twamp_common import mos
 
 TSHARK = shutil.which("tshark")
@@ -35,23 +34,7 @@ def capture(tmp_path: Path, port: int, *args: str) -> tuple[dict, list[tuple[flo
             if "Capturing on" in line:
                 break
         time.sleep(0.5)  # the capture is announced a moment before it really runs
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "twamp_client",
-                f"127.0.0.1:{port}",
-                "--light",
-                "--json",
-                "--wait",
-                "0.3",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_client(f"127.0.0.1:{port}", "--light", "--json", "--wait", "0.3", *args)
         assert result.returncode == 0, result.stderr
     finally:
         time.sleep(0.5)
@@ -118,29 +101,10 @@ def test_each_model_on_the_wire(
 
 
 def test_a_model_replaces_interval_and_size() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "twamp_client", "127.0.0.1", "--model", "g711", "-i", "10"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_client("127.0.0.1", "--model", "g711", "-i", "10")
     assert result.returncode == 2
     assert "--model sets the sizes and intervals: leave out -i" in result.stderr
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "twamp_client",
-            "127.0.0.1",
-            "--model",
-            "cbr",
-            "--bandwidth",
-            "fast",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_client("127.0.0.1", "--model", "cbr", "--bandwidth", "fast")
     assert "--bandwidth 'fast' is not a bit rate" in result.stderr
 
 
@@ -154,45 +118,27 @@ def test_voice_models_are_scored_per_direction() -> None:
         return None if stamps.sender.seq % 10 == 5 else honest(stamps)
 
     with FakeReflector(drop_every_tenth) as peer:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "twamp_client",
-                f"127.0.0.1:{peer.port}",
-                "--light",
-                "--model",
-                "g711",
-                "-c",
-                "100",
-                "--wait",
-                "0.3",
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        result = run_client(
+            f"127.0.0.1:{peer.port}",
+            "--light",
+            "--model",
+            "g711",
+            "-c",
+            "100",
+            "--wait",
+            "0.3",
+            "--json",
         )
-        text = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "twamp_client",
-                f"127.0.0.1:{peer.port}",
-                "--light",
-                "--model",
-                "g711",
-                "-c",
-                "10",
-                "--wait",
-                "0.3",
-                "-s",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        text = run_client(
+            f"127.0.0.1:{peer.port}",
+            "--light",
+            "--model",
+            "g711",
+            "-c",
+            "10",
+            "--wait",
+            "0.3",
+            "-s",
         ).stdout
     document = json.loads(result.stdout)
     assert (document["forward_lost"], document["reverse_lost"]) == (10, 0)

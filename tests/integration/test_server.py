@@ -942,3 +942,12 @@ def test_failed_authentications_are_backed_off_and_others_still_served(
     with ControlClient("127.0.0.1", port, source="127.0.1.1") as honest:
         assert honest.set_up(Mode.AUTHENTICATED, b"alice", SECRET).accept == Accept.OK
         assert all(reply is not None for reply in measure(honest))
+
+
+def test_the_start_line_names_the_version(server: ServerProcess) -> None:
+    version = (Path(__file__).resolve().parents[2] / "VERSION").read_text().strip()
+    deadline = time.monotonic() + 5  # the line follows READY=1, which the fixture waited for
+    while "twamp-server ready" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ready = [line for line in server.log().splitlines() if "twamp-server ready" in line]
+    assert len(ready) == 1 and f'"version": "{version}"' in ready[0], ready

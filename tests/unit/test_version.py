@@ -37,3 +37,18 @@ def test_rpm_changelog_is_at_the_version() -> None:
     entry = re.search(r"^%changelog\n\*.* - (\S+)-\d+$", spec, re.MULTILINE)
     assert entry, "no %changelog entry"
     assert entry.group(1) == VERSION
+
+
+def test_both_commands_print_their_version() -> None:
+    import subprocess
+    import sys
+
+    for command in ("twamp_client", "twamp_server"):
+        result = subprocess.run(
+            [sys.executable, "-m", command, "--version"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"{command.replace('_', '-')} {VERSION}\n"
