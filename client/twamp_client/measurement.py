@@ -193,12 +193,15 @@ def silence_hint(header: Header, outcome: Outcome) -> str | None:
             f" {header.test_port} there"
         )
     if header.mode == "TWAMP Light":
-        where = f"is a TWAMP Light reflector listening on UDP port {header.test_port}, and is"
+        opening = (
+            "no reply came back: is a TWAMP Light reflector listening on UDP port"
+            f" {header.test_port}, and is"
+        )
     else:
-        where = "the control connection works, so"
+        opening = "no reply came back though the control connection works: is"
     return (
-        f"no reply came back: {where} UDP open both ways, to {header.address} port"
-        f" {header.test_port} and back to this host's port {header.sender_port}?"
+        f"{opening} UDP open in both directions, to {header.address} port {header.test_port}"
+        f" and back to this host's port {header.sender_port}?"
     )
 
 

@@ -304,10 +304,9 @@ def test_a_closed_stdout_ends_the_run_quietly(server: ServerProcess) -> None:
 NFT = shutil.which("nft")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or NFT is None, reason="needs root and nftables")
-def test_a_firewall_drop_mid_run_is_counted_and_the_run_goes_on(tmp_path: Path) -> None:
-    port = free_port(socket.SOCK_DGRAM)
-    config = server_config(tmp_path, light_ports=port, light_allow="127.0.0.0/8")
+def in_namespace(tmp_path: Path, config: str, firewall: str, client_args: str) -> CompletedRun:
+    """A twamp-server and a twamp-client in a network namespace of their own, with the nft
+    commands ``firewall`` run once the server is ready (``&`` them to act later)."""
     (tmp_path / "server.conf").write_text(config)
     script = f"""
 set -e
@@ -315,21 +314,38 @@ ip link set lo up
 {sys.executable} -m twamp_server --config {tmp_path / "server.conf"} 2> {tmp_path / "log"} &
 server=$!
 for _ in $(seq 100); do grep -q 'twamp-server ready' {tmp_path / "log"} && break; sleep 0.1; done
-nft add table inet flap
-nft add chain inet flap out '{{ type filter hook output priority 0; }}'
-( sleep 0.5; nft add rule inet flap out udp dport {port} drop
-  sleep 0.3; nft flush table inet flap ) &
+nft add table inet test
+nft add chain inet test out '{{ type filter hook output priority 0; }}'
+nft add chain inet test in '{{ type filter hook input priority 0; }}'
+{firewall}
 status=0
-{sys.executable} -m twamp_client 127.0.0.1:{port} --light -c 50 -i 20 --json || status=$?
+{sys.executable} -m twamp_client {client_args} || status=$?
 kill $server
 exit $status
 """
-    result = subprocess.run(
+    return subprocess.run(
         ["unshare", "--net", "bash", "-c", script],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+    )
+
+
+CompletedRun = subprocess.CompletedProcess[str]
+NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0 or NFT is None, reason="needs root and nftables")
+
+
+@NEEDS_ROOT
+def test_a_firewall_drop_mid_run_is_counted_and_the_run_goes_on(tmp_path: Path) -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    config = server_config(tmp_path, light_ports=port, light_allow="127.0.0.0/8")
+    result = in_namespace(
+        tmp_path,
+        config,
+        f"( sleep 0.5; nft add rule inet test out udp dport {port} drop\n"
+        "  sleep 0.3; nft flush chain inet test out ) &",
+        f"127.0.0.1:{port} --light -c 50 -i 20 --json",
     )
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
@@ -338,3 +354,26 @@ exit $status
     assert document["sent"] == 50  # the run went on to its count
     assert document["lost"] == failed and document["received"] == 50 - failed
     assert document["error"] is None
+
+
+@NEEDS_ROOT
+def test_blocked_test_packets_with_a_working_control_connection_get_a_hint(
+    tmp_path: Path,
+) -> None:
+    config = server_config(tmp_path)
+    control = next(
+        int(line.split("=")[1]) for line in config.splitlines() if line.startswith("control_port")
+    )
+    result = in_namespace(
+        tmp_path,
+        config,
+        "nft add rule inet test in meta l4proto udp drop",  # the classic firewall mistake
+        f"127.0.0.1:{control} -c 3 -i 10 --wait 0.3",
+    )
+    assert result.returncode == 1, result.stderr
+    assert "3 sent, 0 received, 100.0% loss" in result.stdout
+    port = int(result.stdout.split("UDP test port ")[1].split(":")[0])
+    assert (
+        "no reply came back though the control connection works: is UDP open in both"
+        f" directions, to 127.0.0.1 port {port} and back to this host's port" in result.stderr
+    )
