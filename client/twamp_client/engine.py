@@ -30,13 +30,14 @@ import errno
 import heapq
 import itertools
 import os
+import random
 import select
 import socket
 import time
 from collections.abc import Callable, Generator
 
 from twamp_common import traffic
-from twamp_common.clock import read_clock_state
+from twamp_common.clock import ClockState, read_clock_state
 from twamp_common.codes import AUTHENTICATED_TEST_MODES, Mode, mode_name
 from twamp_common.control import NEED_DATA, ClientControl, ConnectionClosed
 from twamp_common.crypto import TestPacketProtection
@@ -92,8 +93,6 @@ def schedule_for(test: Test, mode: Mode, ip_version: int) -> Schedule:
         raise ClientError(str(error)) from None
     interval_ns = max(1, round(test.interval_ms * 1e6))
     if test.schedule == "poisson":
-        import random  # noqa: PLC0415 - only Poisson schedules draw numbers
-
         return Poisson(interval_ns, padding, random.Random())  # noqa: S311 - not cryptography
     return Periodic(interval_ns, padding)
 
@@ -296,8 +295,9 @@ class _Run:
         #: Monotonic time to begin at; None once begun.
         self.start_at = start_at
         self.begun = False
-        self.clock = read_clock_state()
-        self.started = datetime.datetime.now(datetime.UTC)
+        #: This host's clock and the wall-clock start, read when the run begins.
+        self.clock: ClockState | None = None
+        self.started = datetime.datetime.fromtimestamp(0, datetime.UTC)
 
     # Set-up ----------------------------------------------------------------------------
 
@@ -478,7 +478,7 @@ class _Run:
         if self.schedule is None:  # TWAMP Light: no set-up has chosen it
             self._padding(mode)
         schedule = self.schedule
-        assert self.address is not None and schedule is not None
+        assert self.address is not None and schedule is not None and self.clock is not None
         padding = schedule.max_padding
         self.destination = destination
         plan = SenderPlan(
@@ -652,7 +652,7 @@ class _Run:
                 self.test,
                 self.header,
                 self.sender.outcome,
-                sender_synchronized=self.clock.synchronized,
+                sender_synchronized=self.clock is not None and self.clock.synchronized,
                 error=error,
             )
         self.on_done(result)

@@ -11,6 +11,9 @@ losses = st.floats(min_value=0, max_value=100)
 delays = st.floats(min_value=0, max_value=5e9)
 jitters = st.floats(min_value=0, max_value=1e9)
 bursts = st.floats(min_value=1, max_value=8)
+#: G.107's sixth powers and roots in floating point wobble by ~1e-14 between two inputs a
+#: femtosecond apart: a difference this small is rounding, not MOS rising with delay.
+ROUNDING = 1e-9
 
 
 @given(codecs, losses, losses, delays, jitters, bursts)
@@ -38,8 +41,8 @@ def test_mos_non_increasing_in_delay(
     worse = assess(
         codec, loss_percent=loss, one_way_delay_ns=high, jitter_ns=jitter, burst_ratio=burst
     )
-    assert 1 <= worse.mos <= better.mos <= 4.5
-    assert worse.r <= better.r
+    assert 1 <= worse.mos <= better.mos + ROUNDING <= 4.5 + ROUNDING
+    assert worse.r <= better.r + ROUNDING
 
 
 @given(codecs, losses, delays, jitters, jitters)
@@ -49,7 +52,7 @@ def test_mos_non_increasing_in_jitter(
     low, high = sorted((a, b))
     better = assess(codec, loss_percent=loss, one_way_delay_ns=delay, jitter_ns=low)
     worse = assess(codec, loss_percent=loss, one_way_delay_ns=delay, jitter_ns=high)
-    assert worse.mos <= better.mos
+    assert worse.mos <= better.mos + ROUNDING
 
 
 @given(st.lists(st.booleans(), max_size=300))
