@@ -399,12 +399,11 @@ class _Builder:
             self._flush()
             template = self._template_to_send(item.template_id)
             if not self._fits(template, item):  # template and record only fit apart
-                self._append(TEMPLATE_SET_ID, template)
+                self._send_template(item.template_id, template)
                 self._flush()
                 template = b""
         if template:
-            self._append(TEMPLATE_SET_ID, template)
-            self.sent[item.template_id] = self._now
+            self._send_template(item.template_id, template)
         self._append(item.template_id, item.data)
         self.sequence = (self.sequence + 1) % _UINT32
 
@@ -416,6 +415,10 @@ class _Builder:
         if template_id in self.sent or not self._exporter._needs_template(template_id, self._now):
             return b""
         return self._exporter._template_records[template_id]
+
+    def _send_template(self, template_id: int, template: bytes) -> None:
+        self._append(TEMPLATE_SET_ID, template)
+        self.sent[template_id] = self._now
 
     def _cost(self, set_id: int, content: bytes) -> int:
         """Octets ``content`` adds to the message: a set header unless it extends the last set."""

@@ -217,9 +217,10 @@ def test_records_are_split_so_that_no_message_exceeds_the_limit(
 def test_template_and_record_that_fit_only_apart_go_in_two_messages() -> None:
     exporter = Exporter(7, max_message_size=16 + 4 + 43)
     record = {"targetName": "x" * 42}  # 43 octets of data; its template set is 16
-    template, data = exporter.messages([record], NOW)
+    template, data, again = exporter.messages([record, record], NOW)
     assert template == header(32, 0) + bytes.fromhex("0002 0010 0100 0001 8014 ffff 00007ed9")
     assert data == header(63, 0) + bytes.fromhex("0100 002f 2a") + b"x" * 42
+    assert again == header(63, 1) + bytes.fromhex("0100 002f 2a") + b"x" * 42  # no template
 
 
 def test_a_record_too_big_for_one_message_is_refused() -> None:
