@@ -18,8 +18,9 @@ SYSTEM_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev tshark
 DEB_PACKAGES := debhelper dh-python python3-all python3-build python3-installer \
 	python3-setuptools python3-wheel dpkg-dev fakeroot lintian
 RPM_PACKAGES := rpm python3-build python3-installer python3-setuptools python3-wheel
-# The system test (tests/system) builds both and boots a Debian root with systemd-nspawn.
-TEST_PACKAGES := $(sort debootstrap systemd-container $(DEB_PACKAGES) $(RPM_PACKAGES))
+# The system test (tests/system) builds both and boots a Debian root with systemd-nspawn;
+# pmacct (nfacctd) collects our IPFIX export.
+TEST_PACKAGES := $(sort debootstrap systemd-container pmacct $(DEB_PACKAGES) $(RPM_PACKAGES))
 PACKAGES_system-deps := $(SYSTEM_PACKAGES)
 PACKAGES_deb-deps := $(DEB_PACKAGES)
 PACKAGES_rpm-deps := $(RPM_PACKAGES)
