@@ -503,6 +503,7 @@ class _Run:
             started=self.started,
             test_port=destination[1],
             sender_port=self.test_sock.getsockname()[1] if self.test_sock else 0,
+            local_address=self._local_address(destination),
         )
         now = time.monotonic_ns()
         self.sender = SessionSender(plan, now=now)
@@ -510,6 +511,19 @@ class _Run:
             self.sender.stop()
         self.observer.started(self.header)
         self.engine._schedule(self, now)
+
+    def _local_address(self, destination: Address) -> str:
+        """The address test packets leave from: the control connection's, else the test
+        socket's own, else the one the routing table picks for ``destination``."""
+        if self.control_sock is not None:
+            return str(self.control_sock.getsockname()[0])
+        assert self.test_sock is not None
+        bound = str(self.test_sock.getsockname()[0])
+        if bound not in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
+            return bound
+        with socket.socket(self.test_sock.family, socket.SOCK_DGRAM) as probe:
+            probe.connect(destination)  # a UDP connect sends nothing: it asks the route
+            return str(probe.getsockname()[0])
 
     def on_timer(self, now: int) -> None:
         sender = self.sender

@@ -108,6 +108,8 @@ class Header:
     test_port: int
     #: Our own UDP port, where replies come back to.
     sender_port: int
+    #: The address our test packets leave from.
+    local_address: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -126,6 +128,10 @@ class Measurement:
     hint: str | None = None
     #: Why one-way delays are unreliable, or None when both clocks are synchronised.
     unsync_reason: str | None = None
+    #: When the run ended (its result was made).
+    ended: datetime.datetime = dataclasses.field(
+        default_factory=lambda: datetime.datetime.now(datetime.UTC)
+    )
 
     @property
     def status(self) -> int:
