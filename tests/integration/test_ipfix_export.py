@@ -1,0 +1,110 @@
+"""IPFIX records to a collector that is down, comes up, and over UDP: nothing blocks, nothing is
+lost but what the buffer could not hold, and the drops are counted and logged once."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+from support import free_port
+from twamp_client.ipfix_export import IpfixSender
+
+#: Fixed-size records (two 8-octet elements) so that a data set's length tells its count.
+RECORD_SIZE = 16
+
+
+def record(k: int) -> dict[str, object]:
+    return {"flowStartMilliseconds": 1_796_000_000_000 + k, "packetTotalCount": k}
+
+
+def counts(messages: bytes) -> tuple[list[int], int]:
+    """(packetTotalCount of every data record, template sets seen) in a stream of messages."""
+    values, templates, at = [], 0, 0
+    while at + 16 <= len(messages):
+        version, length = struct.unpack_from("!HH", messages, at)
+        assert version == 10
+        offset = at + 16
+        while offset < at + length:
+            set_id, set_length = struct.unpack_from("!HH", messages, offset)
+            if set_id == 2:
+                templates += 1
+            elif set_id >= 256:
+                for start in range(offset + 4, offset + set_length - RECORD_SIZE + 1, RECORD_SIZE):
+                    values.append(struct.unpack_from("!Q", messages, start + 8)[0])
+            offset += set_length
+        at += length
+    return values, templates
+
+
+def test_a_collector_down_then_up_gets_every_record_the_buffer_held() -> None:
+    port = free_port()
+    lines: list[str] = []
+    sender = IpfixSender(("127.0.0.1", port), transport="tcp", buffer=20, log=lines.append)
+    started = time.monotonic()
+    for k in range(100):
+        sender.submit(record(k))  # never blocks, though nobody listens
+    assert time.monotonic() - started < 0.5
+    time.sleep(0.3)
+    assert sender.dropped > 0 and sender.sent == 0
+    received = bytearray()
+    with socket.create_server(("127.0.0.1", port)) as listener:
+        listener.settimeout(10)
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(3)
+            deadline = time.monotonic() + 10
+            while sender.sent + sender.dropped < 100 and time.monotonic() < deadline:
+                try:
+                    chunk = connection.recv(65536)
+                except TimeoutError:
+                    continue
+                received += chunk
+            time.sleep(0.2)
+            sender.submit(record(1000))  # after the outage: on the same stream
+            sender.close()
+            while chunk := connection.recv(65536):
+                received += chunk
+    values, templates = counts(bytes(received))
+    assert sender.sent + sender.dropped == 101
+    assert len(values) == sender.sent  # every record not dropped arrived
+    assert len(set(values)) == len(values) and values[-1] == 1000
+    assert templates == 1  # before the first data of the connection
+    assert len(lines) == 2
+    assert "unreachable" in lines[0] and "reachable again" in lines[1]
+    assert f"{sender.dropped} records dropped" in lines[1]
+
+
+def test_udp_sends_templates_first_and_every_record() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector:
+        collector.bind(("127.0.0.1", 0))
+        collector.settimeout(5)
+        sender = IpfixSender(collector.getsockname(), transport="udp")
+        for k in range(300):
+            sender.submit(record(k))
+        sender.close()
+        received = bytearray()
+        values: list[int] = []
+        while len(values) < 300:
+            datagram = collector.recv(65535)
+            assert len(datagram) <= 1472
+            received += datagram
+            values, templates = counts(bytes(received))
+    assert values == list(range(300))
+    assert templates >= 1
+    assert sender.dropped == 0
+
+
+def test_submit_never_blocks_on_a_slow_collector() -> None:
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)) as listener:
+        listener.settimeout(10)
+        sender = IpfixSender(("127.0.0.1", port), transport="tcp", buffer=10)
+        sender.submit(record(0))  # the sender connects when it has something to send
+        connection, _ = listener.accept()  # accepted but never read: the window fills
+        with connection:
+            started = time.monotonic()
+            for k in range(50_000):
+                sender.submit(record(k))
+            assert time.monotonic() - started < 2
+            assert sender.dropped > 0
