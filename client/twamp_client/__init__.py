@@ -9,8 +9,11 @@ Modules:
 * ``engine``: the epoll loop running many measurements; ``timer``: its timerfd;
 * ``control_session``: the TWAMP-Control dialogue as a generator;
 * ``sockets``: resolution, the test socket, the open-file budget;
-* ``options``: the command line; ``__main__``: argv in, reporters chosen;
-* ``reports``: ``text``, ``json``, ``raw``, ``table``, one reporter each.
+* ``options``: the command line; ``keyfile``: the formats of --key-file; ``__main__``: argv
+  in, reporters chosen;
+* ``quality``: MOS per direction of voice-model runs;
+* ``reports``: ``text``, ``json``, ``raw``, ``table`` and ``ipfix`` (a run as an IPFIX
+  record), one reporter each; ``ipfix_export``: records to a collector over UDP or TCP.
 
 The Session-Sender's schedule and accounting are ``twamp_common.test_session``.
 """
