@@ -50,6 +50,8 @@ KNOWN_KEYS = (
     "ipv4_network_prefix",
     "ipv6_network_prefix",
     "idle_timeout",
+    "max_idle_connections",
+    "reserved_connections",
     "listen",
     "modes",
     "keys_file",
@@ -79,6 +81,13 @@ STATUS_INTERVAL_MIN = 0.1
 MAX_CONNECTIONS_PER_CLIENT = 16
 #: Default max_connections_per_network (capped at max_connections): four addresses' worth.
 MAX_CONNECTIONS_PER_NETWORK = 64
+#: Default max_idle_connections is this share of max_connections (at least one client's worth,
+#: max_connections_per_client): connections that have not completed set-up or hold no session
+#: cost a slot and give nothing, so they get a smaller budget than connections that measure.
+IDLE_CONNECTIONS_SHARE = 0.25
+#: Default reserved_connections is this share of max_connections: the last slots, kept for
+#: clients of networks that hold no connection yet, so that a full table still serves them.
+RESERVED_CONNECTIONS_SHARE = 0.05
 #: Default max_sessions_per_client is this fraction of max_sessions (at least 1): one client
 #: that requests sessions and never starts them must not take every slot for REFWAIT.
 SESSIONS_PER_CLIENT_SHARE = 0.1
@@ -202,6 +211,10 @@ class Config:
     ipv6_network_prefix: int = 64
     #: Seconds a connection may stay without completing set-up, or without holding a session.
     idle_timeout: float = 30.0
+    #: Connections that have not completed set-up or hold no session, all clients together.
+    max_idle_connections: int = 250
+    #: The last slots of max_connections, only for networks holding no connection yet.
+    reserved_connections: int = 50
     listen: tuple[IPAddress, ...] = _DEFAULT_LISTEN
     modes: Mode = SECURITY_MODES
     #: The keys file that was read, or None when none was.
@@ -582,7 +595,14 @@ def _load_keys(settings: _Settings) -> tuple[KeyStore, Path | None]:
 def _network_limits(
     settings: _Settings, max_connections: int, per_client: int
 ) -> tuple[int, int, int]:
-    """max_connections_per_network (never below the per-client limit) and the prefixes."""
+    """The per-client limit checked against max_connections, max_connections_per_network (never
+    below the per-client limit) and the prefixes."""
+    if per_client > max_connections:
+        raise settings.error(
+            "max_connections_per_client",
+            "more than max_connections",
+            f"1 to {max_connections} (max_connections)",
+        )
     per_network = settings.get(
         "max_connections_per_network",
         _integer(1, 100000),
@@ -597,6 +617,33 @@ def _network_limits(
     ipv4_prefix = settings.get("ipv4_network_prefix", _integer(8, 32), 24)
     ipv6_prefix = settings.get("ipv6_network_prefix", _integer(16, 128), 64)
     return per_network, ipv4_prefix, ipv6_prefix
+
+
+def _idle_limits(settings: _Settings, max_connections: int, per_client: int) -> tuple[int, int]:
+    """max_idle_connections and reserved_connections, both within max_connections."""
+    max_idle = settings.get(
+        "max_idle_connections",
+        _integer(1, 100000),
+        max(per_client, int(max_connections * IDLE_CONNECTIONS_SHARE)),
+    )
+    reserved = settings.get(
+        "reserved_connections",
+        _integer(0, 100000),
+        int(max_connections * RESERVED_CONNECTIONS_SHARE),
+    )
+    if max_idle > max_connections:
+        raise settings.error(
+            "max_idle_connections",
+            "more than max_connections",
+            f"1 to {max_connections} (max_connections)",
+        )
+    if reserved >= max_connections:
+        raise settings.error(
+            "reserved_connections",
+            "leaves no slot of max_connections unreserved",
+            f"0 to {max_connections - 1} (max_connections - 1)",
+        )
+    return max_idle, reserved
 
 
 def parse_config(text: str, path: Path | None = None) -> Config:
@@ -627,6 +674,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         settings, max_connections, connections_per_client
     )
     idle_timeout = get("idle_timeout", seconds, 30.0)
+    max_idle, reserved = _idle_limits(settings, max_connections, connections_per_client)
     listen = get("listen", _addresses, _DEFAULT_LISTEN)
     modes = get("modes", _modes, SECURITY_MODES)
     allow = get("allow", _network_list, _EVERYWHERE)
@@ -646,12 +694,6 @@ def parse_config(text: str, path: Path | None = None) -> Config:
             "max_sessions_per_client",
             "more than max_sessions",
             f"1 to {max_sessions} (max_sessions)",
-        )
-    if connections_per_client > max_connections:
-        raise settings.error(
-            "max_connections_per_client",
-            "more than max_connections",
-            f"1 to {max_connections} (max_connections)",
         )
     if test_port in light_ports:
         raise settings.error(
@@ -699,6 +741,8 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         ipv4_network_prefix=ipv4_prefix,
         ipv6_network_prefix=ipv6_prefix,
         idle_timeout=idle_timeout,
+        max_idle_connections=max_idle,
+        reserved_connections=reserved,
         listen=listen,
         modes=modes,
         keys_file=keys_file,

@@ -102,6 +102,11 @@ class Server:
         """Control connections open from one network, a new one included."""
         return sum(1 for connection in self.connections if connection.peer in network)
 
+    def idle_connections(self) -> int:
+        """Control connections holding no session (set-up unfinished included), a new one
+        included."""
+        return sum(1 for connection in self.connections if not connection.sessions)
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """asyncio.start_server callback: serve one control connection to its end."""
         connection = ControlConnection(self, reader, writer)
@@ -161,12 +166,21 @@ class ControlConnection:
         config = self.server.config
         if not self.server.accepting:
             return Mode(0), "server is shutting down"
-        if len(self.server.connections) > config.max_connections:
+        total = len(self.server.connections)
+        if total > config.max_connections:
             return Mode(0), f"max_connections ({config.max_connections}) reached"
+        network = config.network_of(self.peer)
+        # A client of a network that holds nothing yet is served while slots remain, whatever
+        # others hold: neither the reserve nor the idle budget is closed to it.
+        newcomer = self.server.connections_in(network) == 1
+        if not newcomer and total > config.max_connections - config.reserved_connections:
+            reserved = config.reserved_connections
+            return Mode(0), f"reserved_connections ({reserved}) kept for other networks"
+        if not newcomer and self.server.idle_connections() > config.max_idle_connections:
+            return Mode(0), f"max_idle_connections ({config.max_idle_connections}) reached"
         if self.server.connections_from(self.peer_text) > config.max_connections_per_client:
             limit = config.max_connections_per_client
             return Mode(0), f"max_connections_per_client ({limit}) reached"
-        network = config.network_of(self.peer)
         if self.server.connections_in(network) > config.max_connections_per_network:
             limit = config.max_connections_per_network
             return Mode(0), f"max_connections_per_network ({limit}) reached for {network}"

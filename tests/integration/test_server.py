@@ -8,6 +8,7 @@ systemd notifications, reload and stop, TWAMP Light, and the reflector's refusal
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import signal
@@ -834,7 +835,14 @@ def test_many_addresses_of_one_network_do_not_lock_others_out(tmp_path: Path) ->
     """Connection lockout: 63 loopback addresses of 127.0.0.0/24 open connections until the
     server refuses them; the per-network limit keeps room for a client of another network,
     and connections that hold no session are closed after idle_timeout, not SERVWAIT."""
-    config = server_config(tmp_path, max_connections=100, idle_timeout=3, status_interval=60)
+    config = server_config(
+        tmp_path,
+        max_connections=100,
+        max_idle_connections=100,
+        reserved_connections=0,
+        idle_timeout=3,
+        status_interval=60,
+    )
     with running_server(tmp_path, config) as server:
         port = config_port(server)
         held: list[socket.socket] = []
@@ -864,6 +872,70 @@ def test_many_addresses_of_one_network_do_not_lock_others_out(tmp_path: Path) ->
         finally:
             for sock in held:
                 sock.close()
+
+
+def test_idle_connections_have_a_smaller_budget_and_newcomers_are_still_served(
+    tmp_path: Path,
+) -> None:
+    """Connection lockout with idle connections: 30 addresses of 127.0.0.0/24 connect and ask
+    for nothing; only max_idle_connections of them are held, and a client of a network that
+    holds nothing is served although the idle budget is full."""
+    config = server_config(
+        tmp_path, max_connections=40, max_idle_connections=10, idle_timeout=30, status_interval=60
+    )
+    with running_server(tmp_path, config) as server:
+        port = config_port(server)
+        held: list[socket.socket] = []
+        try:
+            for host in range(2, 32):
+                sock = socket.create_connection(
+                    ("127.0.0.1", port), timeout=5, source_address=(f"127.0.0.{host}", 0)
+                )
+                held.append(sock)
+            assert sum(greeting_modes(sock) != 0 for sock in held) == 10
+            wait_log(
+                server,
+                "control connection ended",
+                outcome="refused: max_idle_connections (10) reached",
+            )
+            with ControlClient("127.0.0.1", port, source="127.0.1.1") as honest:
+                assert honest.set_up().accept == Accept.OK
+                assert all(reply is not None for reply in measure(honest))
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_the_last_slots_are_kept_for_networks_holding_none(tmp_path: Path) -> None:
+    """Connection lockout with busy connections: addresses of 127.0.0.0/24 that each hold a
+    session fill max_connections but the reserved slots; a client of another network still
+    gets one of those."""
+    config = server_config(
+        tmp_path,
+        max_connections=12,
+        reserved_connections=2,
+        max_sessions=100,
+        max_sessions_per_client=10,
+        status_interval=60,
+    )
+    with running_server(tmp_path, config) as server, contextlib.ExitStack() as stack:
+        port = config_port(server)
+        for host in range(2, 12):  # ten connections, each holding a session
+            busy = stack.enter_context(ControlClient("127.0.0.1", port, source=f"127.0.0.{host}"))
+            busy.set_up()
+            assert busy.request(41000 + host).accept == Accept.OK
+        with socket.create_connection(
+            ("127.0.0.1", port), timeout=5, source_address=("127.0.0.12", 0)
+        ) as refused:
+            assert greeting_modes(refused) == 0
+        wait_log(
+            server,
+            "control connection ended",
+            outcome="refused: reserved_connections (2) kept for other networks",
+        )
+        with ControlClient("127.0.0.1", port, source="127.0.1.1") as honest:
+            assert honest.set_up().accept == Accept.OK
+            assert all(reply is not None for reply in measure(honest))
 
 
 def test_no_latching_without_a_nat_in_the_request(server: ServerProcess) -> None:

@@ -650,3 +650,33 @@ def test_keys_file_with_bom_crlf_and_trailing_comments(tmp_path: Path) -> None:
 
 def test_config_file_with_a_bom(tmp_path: Path) -> None:
     assert load_config(conf(tmp_path, "\ufeffmax_sessions = 7\n")).max_sessions == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "idle", "reserved"),
+    [
+        ("", 250, 50),  # a quarter and a twentieth of max_connections = 1000
+        ("max_connections = 20", 16, 1),  # at least one client's worth
+        ("max_connections = 2", 2, 0),
+        ("max_idle_connections = 7\nreserved_connections = 0", 7, 0),
+    ],
+)
+def test_idle_budget_and_reserve_defaults(text: str, idle: int, reserved: int) -> None:
+    config = parse_config(text)
+    assert (config.max_idle_connections, config.reserved_connections) == (idle, reserved)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "allowed"),
+    [
+        ("max_connections = 10\nmax_idle_connections = 11\n", "max_idle_connections", "1 to 10"),
+        ("max_connections = 10\nreserved_connections = 10\n", "reserved_connections", "0 to 9"),
+    ],
+)
+def test_idle_budget_and_reserve_must_fit_max_connections(
+    text: str, key: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, Path("c.conf"))
+    assert (caught.value.line, caught.value.key) == (2, key)
+    assert str(caught.value.allowed).startswith(allowed)
