@@ -42,6 +42,7 @@ KNOWN_KEYS = (
     "test_port",
     "max_sessions",
     "max_sessions_per_client",
+    "max_sessions_per_network",
     "session_timeout",
     "control_timeout",
     "max_connections",
@@ -91,6 +92,9 @@ RESERVED_CONNECTIONS_SHARE = 0.05
 #: Default max_sessions_per_client is this fraction of max_sessions (at least 1): one client
 #: that requests sessions and never starts them must not take every slot for REFWAIT.
 SESSIONS_PER_CLIENT_SHARE = 0.1
+#: Default max_sessions_per_network, in clients' worth (capped at max_sessions): many addresses
+#: of one network, or one host's IPv6 /64, cannot take every session either.
+SESSIONS_PER_NETWORK_CLIENTS = 4
 #: Default test_ports: inside the IANA Dynamic Ports (49152-65535, RFC 6335 §6: never assigned
 #: to a service, so no program on the host expects one of them by number) and above Linux's
 #: default ephemeral range (32768-60999), so the kernel never hands them to other sockets.
@@ -198,6 +202,8 @@ class Config:
     test_port: int = 863
     max_sessions: int = 100
     max_sessions_per_client: int = 10
+    #: Test sessions from one network (the networks max_connections_per_network counts).
+    max_sessions_per_network: int = 40
     #: Minutes of silence after which a test session is ended (RFC 5357 REFWAIT).
     session_timeout: float = 5.0
     #: Seconds of silence after which a control connection is closed (RFC 5357 SERVWAIT).
@@ -592,6 +598,33 @@ def _load_keys(settings: _Settings) -> tuple[KeyStore, Path | None]:
 # The whole file.
 
 
+def _session_limits(settings: _Settings, max_sessions: int) -> tuple[int, int]:
+    """max_sessions_per_client and max_sessions_per_network, between it and max_sessions."""
+    per_client = settings.get(
+        "max_sessions_per_client",
+        _integer(1, 100000),
+        max(1, int(max_sessions * SESSIONS_PER_CLIENT_SHARE)),
+    )
+    if per_client > max_sessions:
+        raise settings.error(
+            "max_sessions_per_client",
+            "more than max_sessions",
+            f"1 to {max_sessions} (max_sessions)",
+        )
+    per_network = settings.get(
+        "max_sessions_per_network",
+        _integer(1, 100000),
+        min(per_client * SESSIONS_PER_NETWORK_CLIENTS, max_sessions),
+    )
+    if not per_client <= per_network <= max_sessions:
+        raise settings.error(
+            "max_sessions_per_network",
+            "not between max_sessions_per_client and max_sessions",
+            f"{per_client} (max_sessions_per_client) to {max_sessions} (max_sessions)",
+        )
+    return per_client, per_network
+
+
 def _network_limits(
     settings: _Settings, max_connections: int, per_client: int
 ) -> tuple[int, int, int]:
@@ -655,11 +688,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     control_port = get("control_port", _integer(1, 65535), 862)
     test_port = get("test_port", _integer(1, 65535), 863)
     max_sessions = get("max_sessions", _integer(1, 100000), 100)
-    per_client = get(
-        "max_sessions_per_client",
-        _integer(1, 100000),
-        max(1, int(max_sessions * SESSIONS_PER_CLIENT_SHARE)),
-    )
+    per_client, sessions_per_network = _session_limits(settings, max_sessions)
     minutes = _number(0, 1440, above=True, unit="minutes")
     session_timeout = get("session_timeout", minutes, 5.0)
     seconds = _number(0, 86400, above=True, unit="seconds")
@@ -689,12 +718,6 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     status_interval = get("status_interval", interval, 10.0)
     log_level = get("log_level", _log_level, "info")
 
-    if per_client > max_sessions:
-        raise settings.error(
-            "max_sessions_per_client",
-            "more than max_sessions",
-            f"1 to {max_sessions} (max_sessions)",
-        )
     if test_port in light_ports:
         raise settings.error(
             "light_ports",
@@ -733,6 +756,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         test_port=test_port,
         max_sessions=max_sessions,
         max_sessions_per_client=per_client,
+        max_sessions_per_network=sessions_per_network,
         session_timeout=session_timeout,
         control_timeout=control_timeout,
         max_connections=max_connections,

@@ -82,6 +82,7 @@ class Server:
             test_port=config.test_port,
             max_sessions=config.max_sessions,
             max_sessions_per_client=config.max_sessions_per_client,
+            max_sessions_per_network=config.max_sessions_per_network,
             test_ports=config.test_ports,
         )
 
@@ -93,6 +94,14 @@ class Server:
         for connection in self.connections:
             counts[connection.peer_text] += len(connection.sessions)
         return counts
+
+    def sessions_in(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
+        """Test sessions held by connections from one network."""
+        return sum(
+            len(connection.sessions)
+            for connection in self.connections
+            if connection.peer in network
+        )
 
     def connections_from(self, peer_text: str) -> int:
         """Control connections open from one (normalised) client address, a new one included."""
@@ -378,6 +387,7 @@ class ControlConnection:
             limits=server.limits,
             running_total=server.session_count(),
             running_for_client=server.sessions_by_client()[self.peer_text],
+            running_for_network=server.sessions_in(server.config.network_of(self.peer)),
             port_usable=self._port_usable,
             sender_taken=lambda port, peer: server.reflector.taken((port, *peer)),
             timeout=ntp_interval_to_ns(request.timeout) / 1e9,

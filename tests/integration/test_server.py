@@ -697,6 +697,25 @@ def test_one_client_holding_unstarted_sessions_does_not_refuse_others(tmp_path: 
     assert all(reply is not None for reply in replies)
 
 
+def test_many_addresses_of_one_network_do_not_take_every_session(tmp_path: Path) -> None:
+    """Session exhaustion from one network: ten addresses of 127.0.0.0/24 request sessions and
+    never start them; with the defaults (a tenth of max_sessions per client, four clients'
+    worth per network) the network stops at 16 and a client of another network is served."""
+    config = server_config(tmp_path, max_sessions=40).replace("max_sessions_per_client = 40\n", "")
+    with running_server(tmp_path, config) as server, contextlib.ExitStack() as stack:
+        port = config_port(server)
+        answers = []
+        for host in range(2, 12):
+            hog = stack.enter_context(ControlClient("127.0.0.1", port, source=f"127.0.0.{host}"))
+            hog.set_up()
+            answers += [hog.request(41000 + 10 * host + index).accept for index in range(4)]
+        assert answers == [Accept.OK] * 16 + [Accept.TEMPORARY_RESOURCE_LIMIT] * 24
+        wait_log(server, "session refused", reason="max_sessions_per_network (16) reached")
+        with ControlClient("127.0.0.1", port, source="127.0.1.1") as honest:
+            honest.set_up()
+            assert all(reply is not None for reply in measure(honest))
+
+
 def _dscp_of_reply(sock: socket.socket) -> int:
     """The DSCP of the next datagram on ``sock`` (IP_RECVTOS must be on)."""
     _data, ancdata, _flags, _address = sock.recvmsg(2000, udp_options.TRAFFIC_CLASS_ANCILLARY_SPACE)

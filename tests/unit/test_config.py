@@ -680,3 +680,23 @@ def test_idle_budget_and_reserve_must_fit_max_connections(
         parse_config(text, Path("c.conf"))
     assert (caught.value.line, caught.value.key) == (2, key)
     assert str(caught.value.allowed).startswith(allowed)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", 40),  # four clients' worth: 4 x a tenth of max_sessions = 100
+        ("max_sessions = 10\nmax_sessions_per_client = 5", 10),  # capped at max_sessions
+        ("max_sessions_per_network = 10", 10),
+    ],
+)
+def test_sessions_per_network_default(text: str, expected: int) -> None:
+    assert parse_config(text).max_sessions_per_network == expected
+
+
+@pytest.mark.parametrize("value", ["9", "101"])
+def test_sessions_per_network_between_per_client_and_max_sessions(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"max_sessions_per_network = {value}\n", Path("c.conf"))
+    assert (caught.value.line, caught.value.key) == (1, "max_sessions_per_network")
+    assert caught.value.allowed == "10 (max_sessions_per_client) to 100 (max_sessions)"
