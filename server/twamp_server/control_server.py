@@ -9,7 +9,6 @@ sessions.  Any protocol error, timeout or disconnect ends that connection and it
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import ipaddress
 import os
@@ -45,6 +44,7 @@ from twamp_common.timestamp import ns_to_ntp, ntp_interval_to_ns
 from .admission import Limits, judge, normalise
 from .backoff import Backoff
 from .config import Config
+from .derivations import Derivations
 from .logs import printable
 from .reflector import Reflector, TestSession
 
@@ -68,9 +68,8 @@ class Server:
         self.accepting = True
         #: Start-Time of Server-Start: when this server instance started (RFC 4656 §3.1).
         self.start_time = ns_to_ntp(time.time_ns())
-        #: Key derivations run one at a time on a thread of their own: a flood of set-ups
-        #: costs at most that thread, never the event loop or the reflector thread.
-        self.kdf = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kdf")
+        #: Key derivations, capped for all clients together.
+        self.derivations = Derivations()
         #: Failed authentications by client address and by network.
         self.address_failures = Backoff(0)
         self.network_failures = Backoff(NETWORK_FREE_FAILURES)
@@ -290,35 +289,33 @@ class ControlConnection:
             self.writer.write(self._answer(control, event))
             await self.writer.drain()
 
-    def _backed_off(self, control: ServerControl, setup: SetUpResponse, now: float) -> float:
-        """Seconds this client's address or network is still refused authenticated set-ups."""
+    def _derivation_refusal(
+        self, control: ServerControl, setup: SetUpResponse, now: float
+    ) -> str | None:
+        """Why an authenticated set-up is refused before its key is derived, or None."""
         if not setup.mode & SECURE_CONTROL_MODES or control.setup_refusal():
-            return 0.0
+            return None  # no derivation
         server = self.server
         network = server.config.network_of(self.peer)
-        return max(
+        wait = max(
             server.address_failures.refused_for(self.peer, now),
             server.network_failures.refused_for(network, now),
         )
+        if wait > 0:
+            return f"authentication failures: backed off for {wait:.0f} s more"
+        return server.derivations.refusal(now)
 
     async def _set_up(self, control: ServerControl, setup: SetUpResponse) -> bool:
         server = self.server
         now = time.monotonic()
-        if (wait := self._backed_off(control, setup, now)) > 0:
+        if (refusal := self._derivation_refusal(control, setup, now)) is not None:
             self.writer.write(control.refuse(Accept.TEMPORARY_RESOURCE_LIMIT))
             await self.writer.drain()
-            self.log.warning(
-                "control connection refused",
-                mode=int(setup.mode),
-                reason=f"authentication failures: backed off for {wait:.0f} s more",
-            )
+            self.log.warning("control connection refused", mode=int(setup.mode), reason=refusal)
             return False
         secret = server.config.keys.get(setup.key_id) if setup.key_id else None
-        loop = asyncio.get_running_loop()
         # PBKDF2 costs milliseconds: keep it off the loop that reflects packets.
-        data, accepted = await loop.run_in_executor(
-            server.kdf, control.start, secret, server.start_time
-        )
+        data, accepted = await server.derivations.run(control.start, secret, server.start_time)
         if not accepted and not control.setup_refusal():
             server.address_failures.failed(self.peer, now)
             server.network_failures.failed(server.config.network_of(self.peer), now)
