@@ -516,6 +516,40 @@ def test_systemd_notifications(tmp_path: Path) -> None:
         process.stop()
 
 
+def test_a_notify_socket_nobody_reads_does_not_stop_the_server(tmp_path: Path) -> None:
+    """A notification socket that is never read, its queue (net.unix.max_dgram_qlen datagrams)
+    filled before the server starts: READY=1 and every STATUS= after it must be dropped, never
+    waited for (a blocking send once stopped the event loop)."""
+    path = str(tmp_path / "unread.sock")
+    with (
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unread,
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler,
+    ):
+        unread.bind(path)
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                filler.sendto(b"STATUS=filler", path)
+        server = ServerProcess(tmp_path, server_config(tmp_path), env={"NOTIFY_SOCKET": path})
+        try:
+            port = config_port(server)
+            deadline = time.monotonic() + 15
+            while True:  # READY=1 went nowhere: wait for the port instead
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except ConnectionRefusedError:
+                    assert time.monotonic() < deadline, server.log()
+                    time.sleep(0.1)
+            time.sleep(1.5)  # a status update or two more
+            with ControlClient("127.0.0.1", port) as client:
+                assert client.set_up().accept == Accept.OK
+                assert all(reply is not None for reply in measure(client))
+            assert server.process.poll() is None
+        finally:
+            server.stop()
+
+
 def test_sighup_applies_a_new_limit(tmp_path: Path) -> None:
     config = server_config(tmp_path, max_sessions=1)
     with (
