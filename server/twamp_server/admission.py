@@ -4,7 +4,7 @@ Pure decisions, kept apart from the sockets so that every refusal path is testab
 server gathers the facts (the control connection's addresses, how many sessions run, which ports
 can be had) and this module answers.  Accept codes follow RFC 4656 §3.3 / RFC 5357 §3.5: 1 for a
 refused address or port, 3 for what we do not support, 5 for a temporary resource limit
-(``max_sessions`` or the per-client limit reached).
+(``max_sessions``, the per-client or the per-network limit reached).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Limits:
     test_port: int
     max_sessions: int
     max_sessions_per_client: int
+    max_sessions_per_network: int
     #: Ports a client may ask for besides ``test_port``: inclusive range, or None for any
     #: unprivileged port.
     test_ports: tuple[int, int] | None = None
@@ -69,6 +70,7 @@ def judge(
     limits: Limits,
     running_total: int,
     running_for_client: int,
+    running_for_network: int,
     port_usable: Callable[[int], bool],
     sender_taken: Callable[[int, tuple[str, int]], bool],
     timeout: float,
@@ -103,6 +105,11 @@ def judge(
         return _refuse(
             Accept.TEMPORARY_RESOURCE_LIMIT,
             f"max_sessions_per_client ({limits.max_sessions_per_client}) reached",
+        )
+    if running_for_network >= limits.max_sessions_per_network:
+        return _refuse(
+            Accept.TEMPORARY_RESOURCE_LIMIT,
+            f"max_sessions_per_network ({limits.max_sessions_per_network}) reached",
         )
     port = _choose_port(request.receiver_port, limits, port_usable)
     peer = (str(control_peer), request.sender_port)

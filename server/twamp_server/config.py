@@ -42,6 +42,7 @@ KNOWN_KEYS = (
     "test_port",
     "max_sessions",
     "max_sessions_per_client",
+    "max_sessions_per_network",
     "session_timeout",
     "control_timeout",
     "max_connections",
@@ -50,6 +51,8 @@ KNOWN_KEYS = (
     "ipv4_network_prefix",
     "ipv6_network_prefix",
     "idle_timeout",
+    "max_idle_connections",
+    "reserved_connections",
     "listen",
     "modes",
     "keys_file",
@@ -79,9 +82,19 @@ STATUS_INTERVAL_MIN = 0.1
 MAX_CONNECTIONS_PER_CLIENT = 16
 #: Default max_connections_per_network (capped at max_connections): four addresses' worth.
 MAX_CONNECTIONS_PER_NETWORK = 64
+#: Default max_idle_connections is this share of max_connections (at least one client's worth,
+#: max_connections_per_client): connections that have not completed set-up or hold no session
+#: cost a slot and give nothing, so they get a smaller budget than connections that measure.
+IDLE_CONNECTIONS_SHARE = 0.25
+#: Default reserved_connections is this share of max_connections: the last slots, kept for
+#: clients of networks that hold no connection yet, so that a full table still serves them.
+RESERVED_CONNECTIONS_SHARE = 0.05
 #: Default max_sessions_per_client is this fraction of max_sessions (at least 1): one client
 #: that requests sessions and never starts them must not take every slot for REFWAIT.
 SESSIONS_PER_CLIENT_SHARE = 0.1
+#: Default max_sessions_per_network, in clients' worth (capped at max_sessions): many addresses
+#: of one network, or one host's IPv6 /64, cannot take every session either.
+SESSIONS_PER_NETWORK_CLIENTS = 4
 #: Default test_ports: inside the IANA Dynamic Ports (49152-65535, RFC 6335 §6: never assigned
 #: to a service, so no program on the host expects one of them by number) and above Linux's
 #: default ephemeral range (32768-60999), so the kernel never hands them to other sockets.
@@ -189,6 +202,8 @@ class Config:
     test_port: int = 863
     max_sessions: int = 100
     max_sessions_per_client: int = 10
+    #: Test sessions from one network (the networks max_connections_per_network counts).
+    max_sessions_per_network: int = 40
     #: Minutes of silence after which a test session is ended (RFC 5357 REFWAIT).
     session_timeout: float = 5.0
     #: Seconds of silence after which a control connection is closed (RFC 5357 SERVWAIT).
@@ -202,6 +217,10 @@ class Config:
     ipv6_network_prefix: int = 64
     #: Seconds a connection may stay without completing set-up, or without holding a session.
     idle_timeout: float = 30.0
+    #: Connections that have not completed set-up or hold no session, all clients together.
+    max_idle_connections: int = 250
+    #: The last slots of max_connections, only for networks holding no connection yet.
+    reserved_connections: int = 50
     listen: tuple[IPAddress, ...] = _DEFAULT_LISTEN
     modes: Mode = SECURITY_MODES
     #: The keys file that was read, or None when none was.
@@ -579,10 +598,44 @@ def _load_keys(settings: _Settings) -> tuple[KeyStore, Path | None]:
 # The whole file.
 
 
+def _session_limits(settings: _Settings, max_sessions: int) -> tuple[int, int]:
+    """max_sessions_per_client and max_sessions_per_network, between it and max_sessions."""
+    per_client = settings.get(
+        "max_sessions_per_client",
+        _integer(1, 100000),
+        max(1, int(max_sessions * SESSIONS_PER_CLIENT_SHARE)),
+    )
+    if per_client > max_sessions:
+        raise settings.error(
+            "max_sessions_per_client",
+            "more than max_sessions",
+            f"1 to {max_sessions} (max_sessions)",
+        )
+    per_network = settings.get(
+        "max_sessions_per_network",
+        _integer(1, 100000),
+        min(per_client * SESSIONS_PER_NETWORK_CLIENTS, max_sessions),
+    )
+    if not per_client <= per_network <= max_sessions:
+        raise settings.error(
+            "max_sessions_per_network",
+            "not between max_sessions_per_client and max_sessions",
+            f"{per_client} (max_sessions_per_client) to {max_sessions} (max_sessions)",
+        )
+    return per_client, per_network
+
+
 def _network_limits(
     settings: _Settings, max_connections: int, per_client: int
 ) -> tuple[int, int, int]:
-    """max_connections_per_network (never below the per-client limit) and the prefixes."""
+    """The per-client limit checked against max_connections, max_connections_per_network (never
+    below the per-client limit) and the prefixes."""
+    if per_client > max_connections:
+        raise settings.error(
+            "max_connections_per_client",
+            "more than max_connections",
+            f"1 to {max_connections} (max_connections)",
+        )
     per_network = settings.get(
         "max_connections_per_network",
         _integer(1, 100000),
@@ -599,6 +652,33 @@ def _network_limits(
     return per_network, ipv4_prefix, ipv6_prefix
 
 
+def _idle_limits(settings: _Settings, max_connections: int, per_client: int) -> tuple[int, int]:
+    """max_idle_connections and reserved_connections, both within max_connections."""
+    max_idle = settings.get(
+        "max_idle_connections",
+        _integer(1, 100000),
+        max(per_client, int(max_connections * IDLE_CONNECTIONS_SHARE)),
+    )
+    reserved = settings.get(
+        "reserved_connections",
+        _integer(0, 100000),
+        int(max_connections * RESERVED_CONNECTIONS_SHARE),
+    )
+    if max_idle > max_connections:
+        raise settings.error(
+            "max_idle_connections",
+            "more than max_connections",
+            f"1 to {max_connections} (max_connections)",
+        )
+    if reserved >= max_connections:
+        raise settings.error(
+            "reserved_connections",
+            "leaves no slot of max_connections unreserved",
+            f"0 to {max_connections - 1} (max_connections - 1)",
+        )
+    return max_idle, reserved
+
+
 def parse_config(text: str, path: Path | None = None) -> Config:
     """Check the text of a configuration file; ``path`` is for messages and the keys file."""
     # A byte-order mark, which some editors write, is not part of the first key.
@@ -608,11 +688,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     control_port = get("control_port", _integer(1, 65535), 862)
     test_port = get("test_port", _integer(1, 65535), 863)
     max_sessions = get("max_sessions", _integer(1, 100000), 100)
-    per_client = get(
-        "max_sessions_per_client",
-        _integer(1, 100000),
-        max(1, int(max_sessions * SESSIONS_PER_CLIENT_SHARE)),
-    )
+    per_client, sessions_per_network = _session_limits(settings, max_sessions)
     minutes = _number(0, 1440, above=True, unit="minutes")
     session_timeout = get("session_timeout", minutes, 5.0)
     seconds = _number(0, 86400, above=True, unit="seconds")
@@ -627,6 +703,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         settings, max_connections, connections_per_client
     )
     idle_timeout = get("idle_timeout", seconds, 30.0)
+    max_idle, reserved = _idle_limits(settings, max_connections, connections_per_client)
     listen = get("listen", _addresses, _DEFAULT_LISTEN)
     modes = get("modes", _modes, SECURITY_MODES)
     allow = get("allow", _network_list, _EVERYWHERE)
@@ -641,18 +718,6 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     status_interval = get("status_interval", interval, 10.0)
     log_level = get("log_level", _log_level, "info")
 
-    if per_client > max_sessions:
-        raise settings.error(
-            "max_sessions_per_client",
-            "more than max_sessions",
-            f"1 to {max_sessions} (max_sessions)",
-        )
-    if connections_per_client > max_connections:
-        raise settings.error(
-            "max_connections_per_client",
-            "more than max_connections",
-            f"1 to {max_connections} (max_connections)",
-        )
     if test_port in light_ports:
         raise settings.error(
             "light_ports",
@@ -691,6 +756,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         test_port=test_port,
         max_sessions=max_sessions,
         max_sessions_per_client=per_client,
+        max_sessions_per_network=sessions_per_network,
         session_timeout=session_timeout,
         control_timeout=control_timeout,
         max_connections=max_connections,
@@ -699,6 +765,8 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         ipv4_network_prefix=ipv4_prefix,
         ipv6_network_prefix=ipv6_prefix,
         idle_timeout=idle_timeout,
+        max_idle_connections=max_idle,
+        reserved_connections=reserved,
         listen=listen,
         modes=modes,
         keys_file=keys_file,

@@ -9,7 +9,6 @@ sessions.  Any protocol error, timeout or disconnect ends that connection and it
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import ipaddress
 import os
@@ -45,6 +44,7 @@ from twamp_common.timestamp import ns_to_ntp, ntp_interval_to_ns
 from .admission import Limits, judge, normalise
 from .backoff import Backoff
 from .config import Config
+from .derivations import Derivations
 from .logs import printable
 from .reflector import Reflector, TestSession
 
@@ -68,9 +68,8 @@ class Server:
         self.accepting = True
         #: Start-Time of Server-Start: when this server instance started (RFC 4656 §3.1).
         self.start_time = ns_to_ntp(time.time_ns())
-        #: Key derivations run one at a time on a thread of their own: a flood of set-ups
-        #: costs at most that thread, never the event loop or the reflector thread.
-        self.kdf = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kdf")
+        #: Key derivations, capped for all clients together.
+        self.derivations = Derivations()
         #: Failed authentications by client address and by network.
         self.address_failures = Backoff(0)
         self.network_failures = Backoff(NETWORK_FREE_FAILURES)
@@ -82,6 +81,7 @@ class Server:
             test_port=config.test_port,
             max_sessions=config.max_sessions,
             max_sessions_per_client=config.max_sessions_per_client,
+            max_sessions_per_network=config.max_sessions_per_network,
             test_ports=config.test_ports,
         )
 
@@ -94,6 +94,14 @@ class Server:
             counts[connection.peer_text] += len(connection.sessions)
         return counts
 
+    def sessions_in(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
+        """Test sessions held by connections from one network."""
+        return sum(
+            len(connection.sessions)
+            for connection in self.connections
+            if connection.peer in network
+        )
+
     def connections_from(self, peer_text: str) -> int:
         """Control connections open from one (normalised) client address, a new one included."""
         return sum(1 for connection in self.connections if connection.peer_text == peer_text)
@@ -101,6 +109,11 @@ class Server:
     def connections_in(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
         """Control connections open from one network, a new one included."""
         return sum(1 for connection in self.connections if connection.peer in network)
+
+    def idle_connections(self) -> int:
+        """Control connections holding no session (set-up unfinished included), a new one
+        included."""
+        return sum(1 for connection in self.connections if not connection.sessions)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """asyncio.start_server callback: serve one control connection to its end."""
@@ -161,12 +174,21 @@ class ControlConnection:
         config = self.server.config
         if not self.server.accepting:
             return Mode(0), "server is shutting down"
-        if len(self.server.connections) > config.max_connections:
+        total = len(self.server.connections)
+        if total > config.max_connections:
             return Mode(0), f"max_connections ({config.max_connections}) reached"
+        network = config.network_of(self.peer)
+        # A client of a network that holds nothing yet is served while slots remain, whatever
+        # others hold: neither the reserve nor the idle budget is closed to it.
+        newcomer = self.server.connections_in(network) == 1
+        if not newcomer and total > config.max_connections - config.reserved_connections:
+            reserved = config.reserved_connections
+            return Mode(0), f"reserved_connections ({reserved}) kept for other networks"
+        if not newcomer and self.server.idle_connections() > config.max_idle_connections:
+            return Mode(0), f"max_idle_connections ({config.max_idle_connections}) reached"
         if self.server.connections_from(self.peer_text) > config.max_connections_per_client:
             limit = config.max_connections_per_client
             return Mode(0), f"max_connections_per_client ({limit}) reached"
-        network = config.network_of(self.peer)
         if self.server.connections_in(network) > config.max_connections_per_network:
             limit = config.max_connections_per_network
             return Mode(0), f"max_connections_per_network ({limit}) reached for {network}"
@@ -267,35 +289,33 @@ class ControlConnection:
             self.writer.write(self._answer(control, event))
             await self.writer.drain()
 
-    def _backed_off(self, control: ServerControl, setup: SetUpResponse, now: float) -> float:
-        """Seconds this client's address or network is still refused authenticated set-ups."""
+    def _derivation_refusal(
+        self, control: ServerControl, setup: SetUpResponse, now: float
+    ) -> str | None:
+        """Why an authenticated set-up is refused before its key is derived, or None."""
         if not setup.mode & SECURE_CONTROL_MODES or control.setup_refusal():
-            return 0.0
+            return None  # no derivation
         server = self.server
         network = server.config.network_of(self.peer)
-        return max(
+        wait = max(
             server.address_failures.refused_for(self.peer, now),
             server.network_failures.refused_for(network, now),
         )
+        if wait > 0:
+            return f"authentication failures: backed off for {wait:.0f} s more"
+        return server.derivations.refusal(now)
 
     async def _set_up(self, control: ServerControl, setup: SetUpResponse) -> bool:
         server = self.server
         now = time.monotonic()
-        if (wait := self._backed_off(control, setup, now)) > 0:
+        if (refusal := self._derivation_refusal(control, setup, now)) is not None:
             self.writer.write(control.refuse(Accept.TEMPORARY_RESOURCE_LIMIT))
             await self.writer.drain()
-            self.log.warning(
-                "control connection refused",
-                mode=int(setup.mode),
-                reason=f"authentication failures: backed off for {wait:.0f} s more",
-            )
+            self.log.warning("control connection refused", mode=int(setup.mode), reason=refusal)
             return False
         secret = server.config.keys.get(setup.key_id) if setup.key_id else None
-        loop = asyncio.get_running_loop()
         # PBKDF2 costs milliseconds: keep it off the loop that reflects packets.
-        data, accepted = await loop.run_in_executor(
-            server.kdf, control.start, secret, server.start_time
-        )
+        data, accepted = await server.derivations.run(control.start, secret, server.start_time)
         if not accepted and not control.setup_refusal():
             server.address_failures.failed(self.peer, now)
             server.network_failures.failed(server.config.network_of(self.peer), now)
@@ -364,6 +384,7 @@ class ControlConnection:
             limits=server.limits,
             running_total=server.session_count(),
             running_for_client=server.sessions_by_client()[self.peer_text],
+            running_for_network=server.sessions_in(server.config.network_of(self.peer)),
             port_usable=self._port_usable,
             sender_taken=lambda port, peer: server.reflector.taken((port, *peer)),
             timeout=ntp_interval_to_ns(request.timeout) / 1e9,

@@ -3,7 +3,10 @@
 systemd starts the server as Type=notify (or notify-reload) and passes NOTIFY_SOCKET; without
 it (a shell, a test) there is nobody to tell, and every method returns at once.  sdnotify
 already turns an abstract ``@name`` address into its leading NUL and, with debug=False, swallows
-every sending error: a vanished notification socket must never stop the daemon.
+every sending error: a vanished notification socket must never stop the daemon.  The socket
+is non-blocking, so that a notification socket nobody reads (its queue full) never blocks the
+event loop either: the datagram is dropped (EAGAIN, swallowed like any other sending error) and
+the next status line replaces it anyway.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ class Notifier:
         self._notifier = (
             sdnotify.SystemdNotifier(debug=False) if os.environ.get("NOTIFY_SOCKET") else None
         )
+        if self._notifier is not None and self._notifier.socket is not None:
+            self._notifier.socket.setblocking(False)
         self._watchdog_interval = _watchdog_interval()
 
     def ready(self, status: str) -> None:

@@ -62,7 +62,13 @@ def namespace() -> Iterator[str]:
 def test_one_ipv6_64_does_not_lock_others_out(tmp_path: Path, namespace: str) -> None:
     port = free_port()
     config = server_config(
-        tmp_path, listen=SERVER, control_port=port, max_connections=100, status_interval=60
+        tmp_path,
+        listen=SERVER,
+        control_port=port,
+        max_connections=100,
+        max_idle_connections=100,
+        reserved_connections=0,
+        status_interval=60,
     )
     server = ServerProcess(tmp_path, config, prefix=["ip", "netns", "exec", namespace])
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -139,3 +140,19 @@ def test_environment_is_read_at_construction(
     notifier.watchdog()
     assert _receive(receiver) == "WATCHDOG=1"
     assert notifier.watchdog_interval == 2.0
+
+
+def test_a_socket_nobody_reads_never_blocks(receiver: socket.socket) -> None:
+    """An AF_UNIX datagram queue holds a few datagrams (net.unix.max_dgram_qlen); once it is
+    full a blocking send would wait for ever.  The notifier drops them instead."""
+    notifier = Notifier()
+
+    def statuses() -> None:
+        for n in range(1000):
+            notifier.status(f"n={n}")
+
+    sender = threading.Thread(target=statuses, daemon=True)
+    sender.start()
+    sender.join(10)
+    assert not sender.is_alive()
+    assert _receive(receiver) == "STATUS=n=0"  # the first ones arrived, the rest were dropped

@@ -8,6 +8,7 @@ systemd notifications, reload and stop, TWAMP Light, and the reflector's refusal
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import signal
@@ -515,6 +516,40 @@ def test_systemd_notifications(tmp_path: Path) -> None:
         process.stop()
 
 
+def test_a_notify_socket_nobody_reads_does_not_stop_the_server(tmp_path: Path) -> None:
+    """A notification socket that is never read, its queue (net.unix.max_dgram_qlen datagrams)
+    filled before the server starts: READY=1 and every STATUS= after it must be dropped, never
+    waited for (a blocking send once stopped the event loop)."""
+    path = str(tmp_path / "unread.sock")
+    with (
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unread,
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler,
+    ):
+        unread.bind(path)
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                filler.sendto(b"STATUS=filler", path)
+        server = ServerProcess(tmp_path, server_config(tmp_path), env={"NOTIFY_SOCKET": path})
+        try:
+            port = config_port(server)
+            deadline = time.monotonic() + 15
+            while True:  # READY=1 went nowhere: wait for the port instead
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except ConnectionRefusedError:
+                    assert time.monotonic() < deadline, server.log()
+                    time.sleep(0.1)
+            time.sleep(1.5)  # a status update or two more
+            with ControlClient("127.0.0.1", port) as client:
+                assert client.set_up().accept == Accept.OK
+                assert all(reply is not None for reply in measure(client))
+            assert server.process.poll() is None
+        finally:
+            server.stop()
+
+
 def test_sighup_applies_a_new_limit(tmp_path: Path) -> None:
     config = server_config(tmp_path, max_sessions=1)
     with (
@@ -696,6 +731,25 @@ def test_one_client_holding_unstarted_sessions_does_not_refuse_others(tmp_path: 
     assert all(reply is not None for reply in replies)
 
 
+def test_many_addresses_of_one_network_do_not_take_every_session(tmp_path: Path) -> None:
+    """Session exhaustion from one network: ten addresses of 127.0.0.0/24 request sessions and
+    never start them; with the defaults (a tenth of max_sessions per client, four clients'
+    worth per network) the network stops at 16 and a client of another network is served."""
+    config = server_config(tmp_path, max_sessions=40).replace("max_sessions_per_client = 40\n", "")
+    with running_server(tmp_path, config) as server, contextlib.ExitStack() as stack:
+        port = config_port(server)
+        answers = []
+        for host in range(2, 12):
+            hog = stack.enter_context(ControlClient("127.0.0.1", port, source=f"127.0.0.{host}"))
+            hog.set_up()
+            answers += [hog.request(41000 + 10 * host + index).accept for index in range(4)]
+        assert answers == [Accept.OK] * 16 + [Accept.TEMPORARY_RESOURCE_LIMIT] * 24
+        wait_log(server, "session refused", reason="max_sessions_per_network (16) reached")
+        with ControlClient("127.0.0.1", port, source="127.0.1.1") as honest:
+            honest.set_up()
+            assert all(reply is not None for reply in measure(honest))
+
+
 def _dscp_of_reply(sock: socket.socket) -> int:
     """The DSCP of the next datagram on ``sock`` (IP_RECVTOS must be on)."""
     _data, ancdata, _flags, _address = sock.recvmsg(2000, udp_options.TRAFFIC_CLASS_ANCILLARY_SPACE)
@@ -834,7 +888,14 @@ def test_many_addresses_of_one_network_do_not_lock_others_out(tmp_path: Path) ->
     """Connection lockout: 63 loopback addresses of 127.0.0.0/24 open connections until the
     server refuses them; the per-network limit keeps room for a client of another network,
     and connections that hold no session are closed after idle_timeout, not SERVWAIT."""
-    config = server_config(tmp_path, max_connections=100, idle_timeout=3, status_interval=60)
+    config = server_config(
+        tmp_path,
+        max_connections=100,
+        max_idle_connections=100,
+        reserved_connections=0,
+        idle_timeout=3,
+        status_interval=60,
+    )
     with running_server(tmp_path, config) as server:
         port = config_port(server)
         held: list[socket.socket] = []
@@ -864,6 +925,70 @@ def test_many_addresses_of_one_network_do_not_lock_others_out(tmp_path: Path) ->
         finally:
             for sock in held:
                 sock.close()
+
+
+def test_idle_connections_have_a_smaller_budget_and_newcomers_are_still_served(
+    tmp_path: Path,
+) -> None:
+    """Connection lockout with idle connections: 30 addresses of 127.0.0.0/24 connect and ask
+    for nothing; only max_idle_connections of them are held, and a client of a network that
+    holds nothing is served although the idle budget is full."""
+    config = server_config(
+        tmp_path, max_connections=40, max_idle_connections=10, idle_timeout=30, status_interval=60
+    )
+    with running_server(tmp_path, config) as server:
+        port = config_port(server)
+        held: list[socket.socket] = []
+        try:
+            for host in range(2, 32):
+                sock = socket.create_connection(
+                    ("127.0.0.1", port), timeout=5, source_address=(f"127.0.0.{host}", 0)
+                )
+                held.append(sock)
+            assert sum(greeting_modes(sock) != 0 for sock in held) == 10
+            wait_log(
+                server,
+                "control connection ended",
+                outcome="refused: max_idle_connections (10) reached",
+            )
+            with ControlClient("127.0.0.1", port, source="127.0.1.1") as honest:
+                assert honest.set_up().accept == Accept.OK
+                assert all(reply is not None for reply in measure(honest))
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_the_last_slots_are_kept_for_networks_holding_none(tmp_path: Path) -> None:
+    """Connection lockout with busy connections: addresses of 127.0.0.0/24 that each hold a
+    session fill max_connections but the reserved slots; a client of another network still
+    gets one of those."""
+    config = server_config(
+        tmp_path,
+        max_connections=12,
+        reserved_connections=2,
+        max_sessions=100,
+        max_sessions_per_client=10,
+        status_interval=60,
+    )
+    with running_server(tmp_path, config) as server, contextlib.ExitStack() as stack:
+        port = config_port(server)
+        for host in range(2, 12):  # ten connections, each holding a session
+            busy = stack.enter_context(ControlClient("127.0.0.1", port, source=f"127.0.0.{host}"))
+            busy.set_up()
+            assert busy.request(41000 + host).accept == Accept.OK
+        with socket.create_connection(
+            ("127.0.0.1", port), timeout=5, source_address=("127.0.0.12", 0)
+        ) as refused:
+            assert greeting_modes(refused) == 0
+        wait_log(
+            server,
+            "control connection ended",
+            outcome="refused: reserved_connections (2) kept for other networks",
+        )
+        with ControlClient("127.0.0.1", port, source="127.0.1.1") as honest:
+            assert honest.set_up().accept == Accept.OK
+            assert all(reply is not None for reply in measure(honest))
 
 
 def test_no_latching_without_a_nat_in_the_request(server: ServerProcess) -> None:

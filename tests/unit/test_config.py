@@ -650,3 +650,53 @@ def test_keys_file_with_bom_crlf_and_trailing_comments(tmp_path: Path) -> None:
 
 def test_config_file_with_a_bom(tmp_path: Path) -> None:
     assert load_config(conf(tmp_path, "\ufeffmax_sessions = 7\n")).max_sessions == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "idle", "reserved"),
+    [
+        ("", 250, 50),  # a quarter and a twentieth of max_connections = 1000
+        ("max_connections = 20", 16, 1),  # at least one client's worth
+        ("max_connections = 2", 2, 0),
+        ("max_idle_connections = 7\nreserved_connections = 0", 7, 0),
+    ],
+)
+def test_idle_budget_and_reserve_defaults(text: str, idle: int, reserved: int) -> None:
+    config = parse_config(text)
+    assert (config.max_idle_connections, config.reserved_connections) == (idle, reserved)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "allowed"),
+    [
+        ("max_connections = 10\nmax_idle_connections = 11\n", "max_idle_connections", "1 to 10"),
+        ("max_connections = 10\nreserved_connections = 10\n", "reserved_connections", "0 to 9"),
+    ],
+)
+def test_idle_budget_and_reserve_must_fit_max_connections(
+    text: str, key: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, Path("c.conf"))
+    assert (caught.value.line, caught.value.key) == (2, key)
+    assert str(caught.value.allowed).startswith(allowed)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", 40),  # four clients' worth: 4 x a tenth of max_sessions = 100
+        ("max_sessions = 10\nmax_sessions_per_client = 5", 10),  # capped at max_sessions
+        ("max_sessions_per_network = 10", 10),
+    ],
+)
+def test_sessions_per_network_default(text: str, expected: int) -> None:
+    assert parse_config(text).max_sessions_per_network == expected
+
+
+@pytest.mark.parametrize("value", ["9", "101"])
+def test_sessions_per_network_between_per_client_and_max_sessions(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"max_sessions_per_network = {value}\n", Path("c.conf"))
+    assert (caught.value.line, caught.value.key) == (1, "max_sessions_per_network")
+    assert caught.value.allowed == "10 (max_sessions_per_client) to 100 (max_sessions)"

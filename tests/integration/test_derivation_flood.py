@@ -1,0 +1,117 @@
+"""A key-derivation flood from many networks against the real twamp-server process.
+
+Each forged Set-Up-Response (authenticated mode, a random Token) comes from an address that has
+never failed, in a network that has not used up its free failures, so the per-address and
+per-network backoff never applies: only the global cap on key derivations bounds the cost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import support
+from support import ControlClient, config_port, ping, running_server, server_config
+from twamp_common.codes import Accept, Mode
+from twamp_common.crypto import derive_key
+
+SECRET = support.SECRET.encode()
+#: Server-Greeting and Server-Start lengths (RFC 4656 §3.1); Accept is octet 15 of the latter.
+GREETING = 64
+SERVER_START = 48
+COUNT = 32768  # the most a client accepts by default: each derivation then costs ~10 ms
+WORKERS = 8  # more than the 4 derivations the server lets wait: the queue cap is hit
+FLOOD_SECONDS = 4.0
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def _forged_set_up(port: int, source: str) -> int:
+    """The Accept of a Set-Up-Response with a made-up Token: costs the attacker nothing."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as s:
+        _recv_exactly(s, GREETING)
+        mode = int(Mode.AUTHENTICATED).to_bytes(4, "big")
+        s.sendall(mode + b"alice".ljust(80, b"\0") + os.urandom(64 + 16))
+        return _recv_exactly(s, SERVER_START)[15]
+
+
+def _source(worker: int, attempt: int) -> str:
+    """A fresh address per attempt, eight per /24 (a network's free failures)."""
+    network = attempt // 8
+    return f"127.{10 + 25 * worker + network // 256 % 25}.{network % 256}.{1 + attempt % 8}"
+
+
+def test_a_derivation_flood_from_many_networks_is_capped_and_others_are_served(
+    tmp_path: Path,
+) -> None:
+    config = server_config(tmp_path, pbkdf2_count=COUNT, status_interval=60)
+    with running_server(tmp_path, config) as server:
+        port = config_port(server)
+        stop = threading.Event()
+        answers: list[list[int]] = [[] for _ in range(WORKERS)]
+
+        errors: list[BaseException] = []
+
+        def flood(worker: int) -> None:
+            attempt = 0
+            try:
+                while not stop.is_set():
+                    answers[worker].append(_forged_set_up(port, _source(worker, attempt)))
+                    attempt += 1
+            except BaseException as error:  # the test fails on it below
+                errors.append(error)
+
+        threads = [threading.Thread(target=flood, args=(n,)) for n in range(WORKERS)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        served = False
+        try:
+            while not served and time.monotonic() - started < FLOOD_SECONDS:
+                with ControlClient("127.0.0.1", port, source="127.0.1.1", timeout=10) as honest:
+                    start = honest.set_up(Mode.AUTHENTICATED, b"alice", SECRET)
+                    if start.accept == Accept.OK:
+                        with honest.test_socket() as udp:
+                            accepted = honest.request(udp.getsockname()[1], padding=64)
+                            honest.start()
+                            protection = honest.control.test_protection(accepted.sid)
+                            reflector = ("127.0.0.1", accepted.port)
+                            reply = ping(udp, reflector, 0, padding=64, protection=protection)
+                        served = reply is not None
+                    else:
+                        assert start.accept == Accept.TEMPORARY_RESOURCE_LIMIT  # try again
+                        time.sleep(0.1)
+            time.sleep(max(0.0, FLOOD_SECONDS - (time.monotonic() - started)))
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        elapsed = time.monotonic() - started
+    assert not errors, errors
+    assert served
+    every = [accept for worker in answers for accept in worker]
+    assert Accept.TEMPORARY_RESOURCE_LIMIT in every  # the cap refused some without deriving
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    refusals = [line for line in lines if line.get("event") == "control connection refused"]
+    assert any("key derivations" in str(line.get("reason")) for line in refusals)
+    # What the flood's derivations cost: each failed one is a line; one derivation's CPU time
+    # measured here, on the same machine and library.
+    derived = sum(line.get("reason") == "authentication failed" for line in refusals)
+    begun = time.thread_time()
+    derive_key(SECRET, os.urandom(16), COUNT)
+    cost = time.thread_time() - begun
+    # Half a core in the long run and a quarter-second burst, with room for noise: an
+    # uncapped flood keeps the derivation thread busy for the whole `elapsed`.
+    assert derived * cost < 1.3 * (0.25 + 0.5 * elapsed), (derived, cost, elapsed)
