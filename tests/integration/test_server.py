@@ -49,7 +49,9 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 def log_lines(server: ServerProcess) -> list[dict[str, object]]:
-    return [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    """The server's JSON log lines so far; a line still being written is left for later."""
+    complete = server.log().rpartition("\n")[0]
+    return [json.loads(line) for line in complete.splitlines() if line.startswith("{")]
 
 
 def wait_log(server: ServerProcess, event: str, timeout: float = 5.0, **fields: object) -> dict:
