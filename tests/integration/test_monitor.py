@@ -1,0 +1,203 @@
+"""twamp-monitor as a real process against a real twamp-server on loopback: the configuration
+check, ``--once``, and the daemon's schedule, sd_notify messages, log lines and SIGHUP reloads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import SECRET, NotifySocket, ServerProcess, config_port, running_server, server_config
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    workdir = tmp_path / "server"
+    workdir.mkdir()
+    with running_server(workdir, server_config(workdir)) as process:
+        yield process
+
+
+def monitor(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "twamp_client.monitor", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def write_config(path: Path, server: ServerProcess, extra: str = "") -> Path:
+    port = config_port(server)
+    secret = path.parent / "alice.key"
+    secret.write_text(SECRET + "\n")
+    path.write_text(
+        "[monitor]\ncount = 3\ninterval = 10\nhistory =\n\n"
+        f"[target plain]\naddress = 127.0.0.1:{port}\nevery = 1\nlabels = site=paris\n\n"
+        f"[target secure]\naddress = [::1]:{port}\nmode = authenticated\nkey_id = alice\n"
+        f"key_file = {secret}\nschedule = often\n\n"
+        "[schedule often]\nevery = 1\n" + extra
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[target a]\naddress = h\ncount = 0\n", ':3: count = "0": out of range; allowed: a whole'),
+        ("[monitor]\ncount = x\n[target a]\naddress = h\n", ':2: count = "x": not a whole number'),
+        ("[target a]\naddress = h\nschedule = nope\n", ": no such [schedule NAME] section"),
+        ("[target a]\naddress = h\ncolour = red\n", ':3: colour = "red": unknown key; allowed:'),
+        ("[tagret a]\naddress = h\n", ":1: section [tagret a] is not known; allowed: [monitor]"),
+        ("[target a]\ncount = 3\n", ":1: [target a]: a target needs address"),
+        ("[target a]\naddress = h\nmodel = g712\n", 'model = "g712": not a traffic model'),
+        ("[target a]\naddress = h\nmodel = cbr\nsize = 200\n", "model = cbr needs bandwidth"),
+        ("[target a]\naddress = h\nlabels = target=x\n", '"target" is set by the monitor'),
+        ("[target a]\naddress = h\nmode = encrypted\n", "a secure mode needs key_id"),
+        ("[target a]\naddress = h\nevery = 0\n", 'every = "0": out of range'),
+        ("[monitor]\nmetrics_listen = localhost\n", "names no port"),
+    ],
+)
+def test_check_config_names_file_line_key_and_what_is_allowed(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "monitor.conf"
+    path.write_text(text)
+    result = monitor("--config", str(path), "--check-config")
+    assert result.returncode == 78, result
+    assert result.stderr.startswith(f"twamp-monitor: {path}"), result.stderr
+    assert expected in result.stderr
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path, server: ServerProcess) -> None:
+    path = write_config(
+        tmp_path / "monitor.conf", server, "[target off]\naddress = x\nenabled = no\n"
+    )
+    result = monitor("--config", str(path), "--check-config")
+    assert result.returncode == 0, result.stderr
+    assert "2 enabled targets" in result.stdout
+
+
+def test_once_runs_the_named_or_all_targets(tmp_path: Path, server: ServerProcess) -> None:
+    path = write_config(tmp_path / "monitor.conf", server)
+    one = monitor("--config", str(path), "--once", "secure")
+    assert one.returncode == 0, one.stderr
+    assert "[secure]" in one.stdout and "[plain]" not in one.stdout
+    assert "authenticated mode" in one.stdout
+    assert "3 sent, 3 received, 0.0% loss" in one.stdout
+    both = monitor("--config", str(path), "--once")
+    assert both.returncode == 0, both.stderr
+    assert both.stdout.count("3 sent, 3 received") == 2
+    assert "rtt min/avg/max ms" in both.stdout  # the table after several
+    unknown = monitor("--config", str(path), "--once", "nowhere")
+    assert unknown.returncode == 2
+    assert "no enabled target nowhere; targets: plain, secure" in unknown.stderr
+
+
+class MonitorProcess:
+    def __init__(self, workdir: Path, config: Path) -> None:
+        self.notify = NotifySocket(workdir / "monitor-notify.sock")
+        self.log_path = workdir / "monitor.log"
+        self._log = self.log_path.open("wb")
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path)}
+        env.pop("JOURNAL_STREAM", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "twamp_client.monitor", "--config", str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_log(self, needle: str, count: int = 1, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log()
+            if text.count(needle) >= count:
+                return text
+            time.sleep(0.05)
+        raise AssertionError(f"{count} x {needle!r} not logged; log:\n{self.log()}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(20)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            with contextlib.suppress(AssertionError):  # collected for the test to check
+                self.notify.wait_for("STOPPING=1", 2)
+            self._log.close()
+            self.notify.close()
+
+
+def test_daemon_runs_on_schedule_notifies_and_reloads(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    path = write_config(tmp_path / "monitor.conf", server)
+    daemon = MonitorProcess(tmp_path, path)
+    try:
+        assert "STATUS=2 targets, 0 runs" in daemon.notify.wait_for("READY=1")
+        log = daemon.wait_log("info: run target=plain", count=2)
+        log = daemon.wait_log("info: run target=secure", count=2)
+        line = next(row for row in log.splitlines() if "run target=secure" in row)
+        assert "host=::1 sent=3 received=3 loss_percent=0.0 rtt_avg_ms=" in line
+        assert "error=" not in line
+        daemon.notify.wait_for("runs, 0 failed")
+
+        # A run of plain lasts about 1 s beyond its last packet (the wait for replies): with
+        # every = 1 it overruns unless short; a 3-packet run at 10 ms fits, so no overrun yet.
+        assert "overrun" not in daemon.log()
+
+        # Change one target, keep the other: only the changed one restarts.
+        path.write_text(path.read_text().replace("labels = site=paris", "labels = site=lyon"))
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.notify.wait_for("RELOADING=1")
+        log = daemon.wait_log("info: reloaded")
+        assert "reloaded targets=2 unchanged=1 restarted=plain added=none" in log
+
+        # A bad file keeps the running configuration and says why.
+        good = path.read_text()
+        path.write_text(good + "[target broken]\naddress = h\nttl = 0\n")
+        before = daemon.log().count("info: run target=secure")
+        daemon.process.send_signal(signal.SIGHUP)
+        log = daemon.wait_log("reload failed")
+        assert 'ttl = \\"0\\": out of range' in log or 'ttl = "0": out of range' in log
+        daemon.wait_log("info: run target=secure", count=before + 1)
+        assert "broken" not in daemon.log().split("reload failed")[1].split("\n", 1)[1]
+    finally:
+        status = daemon.stop()
+    assert status == 0, daemon.log()
+    assert any("STOPPING=1" in message for message in daemon.notify.messages)
+
+
+def test_a_run_longer_than_its_period_is_an_overrun(tmp_path: Path, server: ServerProcess) -> None:
+    path = tmp_path / "monitor.conf"
+    path.write_text(
+        "[monitor]\nhistory =\n"
+        f"[target slow]\naddress = 127.0.0.1:{config_port(server)}\ncount = 20\ninterval = 50\n"
+        "every = 0.5\n"
+    )
+    daemon = MonitorProcess(tmp_path, path)
+    try:
+        log = daemon.wait_log("warning: overrun target=slow", count=2, timeout=30)
+        assert log.count(": run target=slow") >= 2
+        # Each run sends 20 packets over ~1 s: never two at once, so every run got them all.
+        for row in log.splitlines():
+            if ": run target=slow" in row:
+                assert "sent=20 received=20" in row, row
+            if "overrun" in row:
+                # The next run waits for the next boundary of the 0.5 s grid, never longer.
+                assert 0 <= float(row.split("next_in_s=")[1]) <= 0.5, row
+    finally:
+        assert daemon.stop() == 0, daemon.log()
