@@ -18,8 +18,9 @@ SYSTEM_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev tshark
 DEB_PACKAGES := debhelper dh-python python3-all python3-build python3-installer \
 	python3-setuptools python3-wheel dpkg-dev fakeroot lintian
 RPM_PACKAGES := rpm python3-build python3-installer python3-setuptools python3-wheel
-# The system test (tests/system) builds both and boots a Debian root with systemd-nspawn.
-TEST_PACKAGES := $(sort debootstrap systemd-container $(DEB_PACKAGES) $(RPM_PACKAGES))
+# The system test (tests/system) builds both and boots a Debian root with systemd-nspawn;
+# prometheus (and its promtool) scrape twamp-monitor in the integration tests.
+TEST_PACKAGES := $(sort debootstrap systemd-container prometheus $(DEB_PACKAGES) $(RPM_PACKAGES))
 PACKAGES_system-deps := $(SYSTEM_PACKAGES)
 PACKAGES_deb-deps := $(DEB_PACKAGES)
 PACKAGES_rpm-deps := $(RPM_PACKAGES)

@@ -4,16 +4,29 @@ check, ``--once``, and the daemon's schedule, sd_notify messages, log lines and 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import SECRET, NotifySocket, ServerProcess, config_port, running_server, server_config
+from support import (
+    SECRET,
+    NotifySocket,
+    ServerProcess,
+    config_port,
+    free_port,
+    running_server,
+    server_config,
+)
 
 
 @pytest.fixture
@@ -200,4 +213,78 @@ def test_a_run_longer_than_its_period_is_an_overrun(tmp_path: Path, server: Serv
                 # The next run waits for the next boundary of the 0.5 s grid, never longer.
                 assert 0 <= float(row.split("next_in_s=")[1]) <= 0.5, row
     finally:
+        assert daemon.stop() == 0, daemon.log()
+
+
+def metrics_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def test_metrics_endpoint_passes_promtool_and_prometheus_scrapes_it(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    promtool, prometheus = shutil.which("promtool"), shutil.which("prometheus")
+    if (promtool is None or prometheus is None) and os.geteuid() != 0:
+        pytest.skip("Debian's prometheus package is not installed (make test-deps installs it)")
+    assert promtool is not None and prometheus is not None
+    port = free_port()
+    path = write_config(tmp_path / "monitor.conf", server)
+    listen = f"[monitor]\nmetrics_listen = 127.0.0.1:{port}\n"
+    path.write_text(path.read_text().replace("[monitor]\n", listen))
+    daemon = MonitorProcess(tmp_path, path)
+    scraper = None
+    try:
+        daemon.wait_log("info: run target=secure")
+        daemon.wait_log("info: run target=plain")
+        text = metrics_text(port)
+        check = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        plain = 'site="paris",target="plain"'
+        secure = 'site="",target="secure"'
+        count = re.search(rf"^twamp_rtt_seconds_count\{{{plain}\}} (\S+)$", text, re.M)
+        assert count is not None and float(count.group(1)) >= 3, text
+        # The exposition sorts label names.
+        assert f'twamp_packets_lost_total{{direction="out",{secure}}} 0.0' in text
+        assert f'twamp_runs_total{{result="ok",{plain}}}' in text
+        assert f'twamp_delay_avg_seconds{{direction="rt",{plain}}}' in text
+        assert "twamp_last_success_timestamp_seconds{" in text
+
+        web = free_port()
+        (tmp_path / "prometheus.yml").write_text(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: twamp-monitor\n"
+            f"    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        )
+        scraper = subprocess.Popen(
+            [
+                prometheus,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{web}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "prometheus.log").open("wb"),
+        )
+        query = urllib.parse.urlencode({"query": 'twamp_rtt_seconds_count{target="plain"}'})
+        deadline = time.monotonic() + 60
+        found: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not found:
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{web}/api/v1/query?{query}", timeout=5
+                ) as response:
+                    found = json.load(response)["data"]["result"]
+            except OSError:
+                continue
+        assert found, (tmp_path / "prometheus.log").read_text()[-2000:]
+        sample = found[0]
+        assert sample["metric"]["site"] == "paris"  # type: ignore[index]
+        assert float(sample["value"][1]) >= 3  # type: ignore[index]
+    finally:
+        if scraper is not None:
+            scraper.terminate()
+            scraper.wait(20)
         assert daemon.stop() == 0, daemon.log()

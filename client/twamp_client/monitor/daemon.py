@@ -19,14 +19,19 @@ import threading
 import time
 from types import FrameType
 
+from ..control_session import ClientError
 from ..engine import Engine
 from ..measurement import Measurement
 from ..sockets import reserve_descriptors
 from . import config as config_module
 from .config import ConfigError, MonitorConfig, TargetConfig
 from .logs import Log
+from .metrics import Metrics
 from .notify import Notifier
 from .scheduler import Slot, due, first_slot, next_wake
+
+#: Seconds between two STATUS updates after runs (500 targets must not flood systemd).
+STATUS_INTERVAL = 1.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -51,6 +56,8 @@ class Daemon:
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._reload = False
         self._stop = False
+        self._status_at = 0.0
+        self.metrics = Metrics()
 
     # Signals ---------------------------------------------------------------------------
 
@@ -74,6 +81,7 @@ class Daemon:
         old_wakeup = signal.set_wakeup_fd(self._wake_write)
         try:
             reserve_descriptors(len(self.config.targets), per_measurement=2)
+            self._serve_metrics()
             engine_thread.start()
             self._apply(self.config, first=True)
             self.notifier.ready(self._status())
@@ -82,7 +90,8 @@ class Daemon:
             self.notifier.stopping()
             self.log("info", "stopping", runs=self.counters.runs)
             self.engine.shutdown()
-            engine_thread.join(timeout=30)
+            if engine_thread.ident is not None:
+                engine_thread.join(timeout=30)
             signal.set_wakeup_fd(old_wakeup)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -90,6 +99,20 @@ class Daemon:
             os.close(self._wake_read)
             os.close(self._wake_write)
         return 0
+
+    def _serve_metrics(self) -> None:
+        """The Prometheus endpoint, when configured: its own thread (prometheus_client's)."""
+        listen = self.config.metrics_listen
+        if listen is None:
+            return
+        from prometheus_client import start_http_server  # noqa: PLC0415 - only when asked
+
+        host, port = listen
+        try:
+            start_http_server(port, addr=host, registry=self.metrics.registry)
+        except OSError as error:
+            raise ClientError(f"metrics_listen {host}:{port}: {error.strerror}") from None
+        self.log("info", "metrics endpoint", listen=f"{host}:{port}")
 
     def _loop(self) -> None:
         watchdog = self.notifier.watchdog_interval
@@ -137,6 +160,7 @@ class Daemon:
             self.counters.last_error = f"{slot.config.name}: {measurement.error}"
         if self.slots.get(slot.config.name) is not slot:
             return  # the target was removed or changed by a reload while it ran
+        self.metrics.record(slot.config.name, measurement, ended - started)
         self.log(
             "warning" if measurement.status else "info",
             "run",
@@ -151,7 +175,9 @@ class Daemon:
                 every_s=slot.config.every,
                 next_in_s=round(slot.due - ended, 3),
             )
-        self.notifier.status(self._status())
+        if ended >= self._status_at:
+            self.notifier.status(self._status())
+            self._status_at = ended + STATUS_INTERVAL
 
     def _reread(self) -> None:
         self.notifier.reloading()
@@ -181,6 +207,9 @@ class Daemon:
                 continue
             (added if slot is None else changed).append(name)
             self.slots[name] = first_slot(target, now, self._rng)
+        self.metrics.configure(new.targets)
+        if not first and new.metrics_listen != self.config.metrics_listen:
+            self.log("warning", "metrics_listen changes only on restart")
         self.log(
             "info",
             "started" if first else "reloaded",

@@ -20,6 +20,10 @@ class Notifier:
         self._notifier = (
             sdnotify.SystemdNotifier(debug=False) if os.environ.get("NOTIFY_SOCKET") else None
         )
+        if self._notifier is not None and self._notifier.socket is not None:
+            # Unlike the server, the monitor tells after every run: a reader that does not keep
+            # up (a full queue) must cost a dropped STATUS, never a stalled schedule.
+            self._notifier.socket.setblocking(False)
         self._watchdog_interval = _watchdog_interval()
 
     def ready(self, status: str) -> None:
