@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -288,3 +289,36 @@ def test_metrics_endpoint_passes_promtool_and_prometheus_scrapes_it(
             scraper.terminate()
             scraper.wait(20)
         assert daemon.stop() == 0, daemon.log()
+
+
+def test_history_keeps_every_run_and_prints_them(tmp_path: Path, server: ServerProcess) -> None:
+    database = tmp_path / "history.sqlite"
+    path = write_config(tmp_path / "monitor.conf", server)
+    path.write_text(path.read_text().replace("history =\n", f"history = {database}\n"))
+    daemon = MonitorProcess(tmp_path, path)
+    try:
+        daemon.wait_log("info: run target=secure", count=2)
+        # WAL: a reader sees committed rows while the daemon runs.
+        listed = monitor("history", "--config", str(path), "--json")
+        assert listed.returncode == 0, listed.stderr
+        runs = json.loads(listed.stdout)
+        assert {run["target"] for run in runs} == {"plain", "secure"}
+        secure = [run for run in runs if run["target"] == "secure"]
+        assert len(secure) >= 2
+        assert secure[0]["result"]["received"] == 3
+        assert secure[0]["result"]["mode"] == "authenticated"
+        assert secure[0]["settings"]["test"]["key_id"] == "alice"
+        assert "secret" not in secure[0]["settings"]["test"]
+        assert SECRET not in listed.stdout
+    finally:
+        assert daemon.stop() == 0, daemon.log()
+    one = monitor("history", "plain", "--config", str(path), "--since", "1h")
+    assert one.returncode == 0, one.stderr
+    assert "  plain  3 sent, 3 received, 0.0% loss, rtt avg" in one.stdout
+    assert "secure" not in one.stdout
+    future = monitor("history", "--config", str(path), "--since", "2999-01-01T00:00:00")
+    assert future.returncode == 0 and future.stdout == ""
+    bad = monitor("history", "--config", str(path), "--since", "yesterday")
+    assert bad.returncode == 2 and "not a time or a duration" in bad.stderr
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -15,6 +15,7 @@ import os
 import random
 import select
 import signal
+import sqlite3
 import threading
 import time
 from types import FrameType
@@ -25,6 +26,7 @@ from ..measurement import Measurement
 from ..sockets import reserve_descriptors
 from . import config as config_module
 from .config import ConfigError, MonitorConfig, TargetConfig
+from .history import Writer
 from .logs import Log
 from .metrics import Metrics
 from .notify import Notifier
@@ -58,6 +60,7 @@ class Daemon:
         self._stop = False
         self._status_at = 0.0
         self.metrics = Metrics()
+        self.history: Writer | None = None
 
     # Signals ---------------------------------------------------------------------------
 
@@ -82,6 +85,7 @@ class Daemon:
         try:
             reserve_descriptors(len(self.config.targets), per_measurement=2)
             self._serve_metrics()
+            self._open_history()
             engine_thread.start()
             self._apply(self.config, first=True)
             self.notifier.ready(self._status())
@@ -96,6 +100,8 @@ class Daemon:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self.engine.close()
+            if self.history is not None:
+                self.history.close()
             os.close(self._wake_read)
             os.close(self._wake_write)
         return 0
@@ -113,6 +119,15 @@ class Daemon:
         except OSError as error:
             raise ClientError(f"metrics_listen {host}:{port}: {error.strerror}") from None
         self.log("info", "metrics endpoint", listen=f"{host}:{port}")
+
+    def _open_history(self) -> None:
+        path = self.config.history
+        if path is None:
+            return
+        try:
+            self.history = Writer(path, self.config.history_days)
+        except (OSError, sqlite3.Error) as error:
+            raise ClientError(f"history {path}: {error}") from None
 
     def _loop(self) -> None:
         watchdog = self.notifier.watchdog_interval
@@ -161,6 +176,8 @@ class Daemon:
         if self.slots.get(slot.config.name) is not slot:
             return  # the target was removed or changed by a reload while it ran
         self.metrics.record(slot.config.name, measurement, ended - started)
+        if self.history is not None:
+            self.history.record(slot.config, measurement, time.time() - (ended - started))
         self.log(
             "warning" if measurement.status else "info",
             "run",
