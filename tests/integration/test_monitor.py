@@ -322,3 +322,10 @@ def test_history_keeps_every_run_and_prints_them(tmp_path: Path, server: ServerP
     assert bad.returncode == 2 and "not a time or a duration" in bad.stderr
     with sqlite3.connect(database) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_the_shipped_configuration_and_its_example_target_check() -> None:
+    shipped = Path(__file__).parents[2] / "etc" / "twamp" / "twamp-monitor.conf"
+    result = monitor("--config", str(shipped), "--check-config")
+    assert result.returncode == 0, result.stderr
+    assert "0 enabled targets" in result.stdout

@@ -41,6 +41,7 @@ DEPENDENCIES = [
     "python3-systemd",
     "python3-sdnotify",
     "python3-structlog",
+    "python3-prometheus-client",
 ]
 # systemd-nspawn denies the @clock system calls inside a container without CAP_SYS_TIME; let
 # the read-only clock_adjtime() through, as a host does, so the unit's own filter is what counts.
