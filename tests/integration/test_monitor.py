@@ -77,6 +77,14 @@ def write_config(path: Path, server: ServerProcess, extra: str = "") -> Path:
         ("[target a]\naddress = h\nmode = encrypted\n", "a secure mode needs key_id"),
         ("[target a]\naddress = h\nevery = 0\n", 'every = "0": out of range'),
         ("[monitor]\nmetrics_listen = localhost\n", "names no port"),
+        (
+            "[target a]\naddress = h\nmodel = cbr\nbandwidth = 1\nsize = 1500\n",
+            ':4: bandwidth = "1": bandwidth 1 bit/s is too low',
+        ),
+        (
+            "[target a]\naddress = h\nmodel = cbr\nbandwidth = 64000\nsize = 30\n",
+            ':5: size = "30": size 30 is outside 69 to 65535 octets',
+        ),
     ],
 )
 def test_check_config_names_file_line_key_and_what_is_allowed(

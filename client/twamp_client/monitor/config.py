@@ -18,6 +18,8 @@ from typing import TypeVar
 
 from twamp_common.codes import Mode
 from twamp_common.errors import TwampError
+from twamp_common.traffic import MODELS
+from twamp_common.traffic import schedule as model_schedule
 
 from ..measurement import Target, Test
 from ..options import MIN_INTERVAL_MS, MODES, UsageError, split_host_port
@@ -26,7 +28,6 @@ DEFAULT_PATH = Path("/etc/twamp/twamp-monitor.conf")
 DEFAULT_HISTORY = "/var/lib/twamp-monitor/history.sqlite"
 #: The exit status of a configuration that cannot be used (sysexits.h EX_CONFIG).
 EX_CONFIG = 78
-MODELS = ("g711", "g729", "cbr", "imix")
 
 _MONITOR_KEYS = ("metrics_listen", "history", "history_days")
 _TARGET_KEYS = (
@@ -381,7 +382,7 @@ def _target(name: str, section: _Section, schedules: Mapping[str, float]) -> Tar
                 "schedule", "no such [schedule NAME] section", ", ".join(schedules) or "none"
             )
         every = schedules[schedule]
-    model = _traffic_model(section)
+    model = _traffic_model(section, authenticated=secure)
     interval_ms = section.get("interval", _number(MIN_INTERVAL_MS, "milliseconds"), 1000.0)
     if model is not None and section.has("interval"):
         raise section.error("interval", "give interval or model, not both")
@@ -407,7 +408,7 @@ def _target(name: str, section: _Section, schedules: Mapping[str, float]) -> Tar
     )
 
 
-def _traffic_model(section: _Section) -> Model | None:
+def _traffic_model(section: _Section, *, authenticated: bool) -> Model | None:
     name = section.get("model", _model, None)
     sized = ("bandwidth", "size")
     if name is None:
@@ -422,7 +423,14 @@ def _traffic_model(section: _Section) -> Model | None:
         if key not in needs and section.has(key):
             raise section.error(key, f"not used by model = {name}")
     bandwidth = section.get("bandwidth", _integer(1, 100_000_000_000), None)
-    size = section.get("size", _integer(28, 65535), None)
+    size = section.get("size", _integer(1, 65535), None)
+    try:  # over IPv4, whose smaller headers leave the least room: what fits there fits on IPv6
+        model_schedule(
+            name, ipv6=False, authenticated=authenticated, bandwidth=bandwidth, size=size
+        )
+    except ValueError as error:
+        raise section.error("size" if size is not None and "size" in str(error) else "bandwidth",
+                            str(error)) from None  # fmt: skip
     return Model(name, bandwidth, size)
 
 
