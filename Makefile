@@ -19,8 +19,8 @@ DEB_PACKAGES := debhelper dh-python python3-all python3-build python3-installer 
 	python3-setuptools python3-wheel dpkg-dev fakeroot lintian
 RPM_PACKAGES := rpm python3-build python3-installer python3-setuptools python3-wheel
 # The system test (tests/system) builds both and boots a Debian root with systemd-nspawn;
-# pmacct (nfacctd) collects our IPFIX export.
-TEST_PACKAGES := $(sort debootstrap systemd-container pmacct $(DEB_PACKAGES) $(RPM_PACKAGES))
+# pmacct (nfacctd) collects our IPFIX export; prometheus (and its promtool) scrapes twamp-monitor.
+TEST_PACKAGES := $(sort debootstrap systemd-container pmacct prometheus $(DEB_PACKAGES) $(RPM_PACKAGES))
 PACKAGES_system-deps := $(SYSTEM_PACKAGES)
 PACKAGES_deb-deps := $(DEB_PACKAGES)
 PACKAGES_rpm-deps := $(RPM_PACKAGES)

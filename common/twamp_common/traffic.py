@@ -8,7 +8,8 @@ reply is as large as the request, so both directions carry the same size:
 * ``g729``: 60-octet packets every 20 ms, or the smallest size that holds the reflector's
   header where 60 does not (69 octets over IPv4 unauthenticated, 89 over IPv6, 140/160 in the
   authenticated and encrypted modes): a smaller request would make the reply larger than it;
-* ``cbr``: ``size``-octet packets at ``bandwidth`` bit/s, the interval exact in nanoseconds;
+* ``cbr``: ``size``-octet packets at ``bandwidth`` bit/s, the interval exact in nanoseconds (a
+  size too small to hold the reflector's header is an error: it was asked for explicitly);
 * ``imix``: the 7:4:1 cycle 70, 576, 70, 576, 70, 576, 70, 576, 70, 70, 70, 1500 octets,
   paced so that the mean rate is ``bandwidth`` (a size below the smallest that fits is raised
   to it).
@@ -78,8 +79,12 @@ def schedule(model: TrafficModel, *, ip_version: int, authenticated: bool) -> Sc
     assert model.bandwidth is not None
     if model.name == "cbr":
         assert model.size is not None
-        size = max(model.size, floor)
-        return Periodic(_interval(size * 8, model.bandwidth, model), size - overhead)
+        if model.size < floor:
+            raise ModelError(
+                f"size {model.size} is below the {floor} octets that hold the reflector's"
+                f" header (IPv{ip_version}, {'authenticated' if authenticated else 'open'} layout)"
+            )
+        return Periodic(_interval(model.size * 8, model.bandwidth, model), model.size - overhead)
     sizes = [max(size, floor) for size in IMIX_CYCLE]
     interval = _interval(sum(sizes) * 8, model.bandwidth * len(sizes), model)
     return Cycle(tuple(size - overhead for size in sizes), interval)

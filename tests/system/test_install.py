@@ -41,6 +41,7 @@ DEPENDENCIES = [
     "python3-systemd",
     "python3-sdnotify",
     "python3-structlog",
+    "python3-prometheus-client",
 ]
 # systemd-nspawn denies the @clock system calls inside a container without CAP_SYS_TIME; let
 # the read-only clock_adjtime() through, as a host does, so the unit's own filter is what counts.
@@ -332,6 +333,48 @@ def test_a_client_starts_the_stopped_server_through_its_socket(container: Contai
     assert container.show("twamp-server", "ActiveState") == "active"
     container.sh("systemctl stop twamp-server.socket twamp-server.service")
     assert container.show("twamp-server.socket", "ActiveState") == "inactive"
+
+
+def test_monitor_is_installed_disabled_and_measures_the_server_once_enabled(
+    container: Container,
+) -> None:
+    assert container.sh("systemctl is-enabled twamp-monitor", check=False).stdout.strip() == (
+        "disabled"
+    )
+    for path in ("/usr/share/man/man8/twamp-monitor.8.gz",
+                 "/usr/share/man/man5/twamp-monitor.conf.5.gz"):  # fmt: skip
+        container.sh(f"test -f {path}")
+    container.sh("systemctl start twamp-server.socket twamp-server.service")  # after stop tests
+    conffiles = container.sh("dpkg-query -W -f '${Conffiles}' twamp-client").stdout
+    assert "/etc/twamp/twamp-monitor.conf" in conffiles
+    container.sh(
+        "printf '[monitor]\\nmetrics_listen = 127.0.0.1:9862\\n\\n[target local]\\n"
+        "address = 127.0.0.1\\ncount = 3\\ninterval = 100\\nevery = 2\\nlabels = site=box\\n'"
+        " > /etc/twamp/twamp-monitor.conf"
+    )
+    container.sh("systemctl enable --now twamp-monitor")
+    assert container.show("twamp-monitor", "ActiveState") == "active"
+    scrape = (
+        'python3 -c "import urllib.request; print(urllib.request.urlopen('
+        "'http://127.0.0.1:9862/metrics', timeout=5).read().decode())\""
+    )
+
+    def counted() -> bool:
+        text = container.sh(scrape, check=False).stdout
+        found = re.search(r'(?m)^twamp_rtt_seconds_count\{site="box",target="local"\} (\S+)$', text)
+        return found is not None and float(found.group(1)) >= 3
+
+    try:
+        wait_for(counted, 30, "twamp_rtt_seconds_count of the local target")
+    except AssertionError:
+        log = container.sh("journalctl -u twamp-monitor -o cat --no-pager", check=False).stdout
+        raise AssertionError(f"{container.sh(scrape, check=False)}\n{log}") from None
+    journal = container.sh("journalctl -u twamp-monitor TWAMP_TARGET=local -o json --no-pager")
+    entries = [json.loads(line) for line in journal.stdout.splitlines() if line.strip()]
+    assert any(entry.get("TWAMP_RECEIVED") == "3" for entry in entries), entries
+    history = container.sh("twamp-monitor history local --json").stdout
+    assert json.loads(history)[0]["result"]["received"] == 3
+    container.sh("systemctl disable --now twamp-monitor")
 
 
 def test_purge_removes_the_keys_file(container: Container) -> None:

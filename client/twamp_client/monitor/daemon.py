@@ -1,0 +1,270 @@
+"""The monitor's loop: the engine in a thread of its own, the schedule in the main thread.
+
+The main thread sleeps in ``select`` on one pipe until the next target is due; the engine's
+callbacks (a run is done) and the signal handlers (SIGHUP reload, SIGTERM/SIGINT stop, through
+``signal.set_wakeup_fd``) write to that pipe, so the schedule reacts at once and never polls.
+Results are handled here, off the engine's thread, so logging never delays a packet.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import os
+import random
+import select
+import signal
+import sqlite3
+import threading
+import time
+from types import FrameType
+
+from ..control_session import ClientError
+from ..engine import Engine
+from ..measurement import Measurement
+from ..sockets import reserve_descriptors
+from . import config as config_module
+from .config import ConfigError, MonitorConfig, TargetConfig
+from .history import Writer
+from .logs import Log
+from .metrics import Metrics
+from .notify import Notifier
+from .scheduler import Slot, due, first_slot, next_wake
+
+#: Seconds between two STATUS updates after runs (500 targets must not flood systemd).
+STATUS_INTERVAL = 1.0
+
+
+@dataclasses.dataclass(slots=True)
+class Counters:
+    runs: int = 0
+    failed: int = 0
+    last_error: str | None = None
+
+
+class Daemon:
+    """Runs every configured target on its schedule until SIGTERM."""
+
+    def __init__(self, config: MonitorConfig, *, log: Log | None = None) -> None:
+        self.config = config
+        self.log = log or Log()
+        self.notifier = Notifier()
+        self.engine = Engine()
+        self.slots: dict[str, Slot] = {}
+        self.counters = Counters()
+        self._rng = random.Random()  # noqa: S311 - start offsets, not cryptography
+        self._done: collections.deque[tuple[Slot, Measurement, float]] = collections.deque()
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._reload = False
+        self._stop = False
+        self._status_at = 0.0
+        self.metrics = Metrics()
+        self.history: Writer | None = None
+
+    # Signals ---------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self._stop = True
+
+    # The loop --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Until SIGTERM or SIGINT; the exit status."""
+        engine_thread = threading.Thread(
+            target=self.engine.run, kwargs={"forever": True}, name="engine", daemon=True
+        )
+        previous = {
+            signum: signal.signal(signum, self._on_signal)
+            for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+        }
+        old_wakeup = signal.set_wakeup_fd(self._wake_write)
+        try:
+            reserve_descriptors(len(self.config.targets), per_measurement=2)
+            self._serve_metrics()
+            self._open_history()
+            engine_thread.start()
+            self._apply(self.config, first=True)
+            self.notifier.ready(self._status())
+            self._loop()
+        finally:
+            self.notifier.stopping()
+            self.log("info", "stopping", runs=self.counters.runs)
+            self.engine.shutdown()
+            if engine_thread.ident is not None:
+                engine_thread.join(timeout=30)
+            signal.set_wakeup_fd(old_wakeup)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self.engine.close()
+            if self.history is not None:
+                self.history.close()
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+        return 0
+
+    def _serve_metrics(self) -> None:
+        """The Prometheus endpoint, when configured: its own thread (prometheus_client's)."""
+        listen = self.config.metrics_listen
+        if listen is None:
+            return
+        from prometheus_client import start_http_server  # noqa: PLC0415 - only when asked
+
+        host, port = listen
+        try:
+            start_http_server(port, addr=host, registry=self.metrics.registry)
+        except OSError as error:
+            raise ClientError(f"metrics_listen {host}:{port}: {error.strerror}") from None
+        self.log("info", "metrics endpoint", listen=f"{host}:{port}")
+
+    def _open_history(self) -> None:
+        path = self.config.history
+        if path is None:
+            return
+        try:
+            self.history = Writer(path, self.config.history_days)
+        except (OSError, sqlite3.Error) as error:
+            raise ClientError(f"history {path}: {error}") from None
+
+    def _loop(self) -> None:
+        watchdog = self.notifier.watchdog_interval
+        next_ping = time.monotonic()
+        while not self._stop:
+            now = time.monotonic()
+            if watchdog is not None and now >= next_ping:
+                self.notifier.watchdog()
+                next_ping = now + watchdog
+            while self._done:
+                self._finished(*self._done.popleft())
+            if self._reload:
+                self._reload = False
+                self._reread()
+            for name in due(self.slots, now):
+                self._start(self.slots[name], now)
+            wake = next_wake(self.slots)
+            timeout = None if wake is None else max(0.0, wake - time.monotonic())
+            if watchdog is not None:
+                timeout = min(timeout if timeout is not None else watchdog, watchdog)
+            ready, _, _ = select.select([self._wake_read], [], [], timeout)
+            if ready:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self._wake_read, 4096):
+                        pass
+
+    def _start(self, slot: Slot, now: float) -> None:
+        slot.start(now)
+        config = slot.config
+
+        def done(measurement: Measurement) -> None:
+            # On the engine's thread: hand over and wake the main thread, nothing more.
+            self._done.append((slot, measurement, time.monotonic()))
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_write, b"d")
+
+        self.engine.submit(config.target, config.test, done)
+
+    def _finished(self, slot: Slot, measurement: Measurement, ended: float) -> None:
+        started = slot.running_since if slot.running_since is not None else ended
+        overran = slot.finish(ended)
+        self.counters.runs += 1
+        if measurement.error is not None:
+            self.counters.failed += 1
+            self.counters.last_error = f"{slot.config.name}: {measurement.error}"
+        if self.slots.get(slot.config.name) is not slot:
+            return  # the target was removed or changed by a reload while it ran
+        self.metrics.record(slot.config.name, measurement, ended - started)
+        if self.history is not None:
+            self.history.record(slot.config, measurement, time.time() - (ended - started))
+        self.log(
+            "warning" if measurement.status else "info",
+            "run",
+            **run_facts(slot.config, measurement, ended - started),
+        )
+        if overran:
+            self.log(
+                "warning",
+                "overrun",
+                target=slot.config.name,
+                duration_s=round(ended - started, 3),
+                every_s=slot.config.every,
+                next_in_s=round(slot.due - ended, 3),
+            )
+        if ended >= self._status_at:
+            self.notifier.status(self._status())
+            self._status_at = ended + STATUS_INTERVAL
+
+    def _reread(self) -> None:
+        self.notifier.reloading()
+        path = self.config.path or config_module.DEFAULT_PATH
+        try:
+            new = config_module.read(path)
+        except ConfigError as error:
+            self.log("error", "reload failed, keeping the running configuration", error=str(error))
+            self.counters.last_error = f"reload: {error}"
+        else:
+            self._apply(new, first=False)
+            self.config = new
+        self.notifier.ready(self._status())
+
+    def _apply(self, new: MonitorConfig, *, first: bool) -> None:
+        """Start slots for new and changed targets, keep unchanged ones, drop removed ones."""
+        now = time.monotonic()
+        kept, changed, added = 0, list[str](), list[str]()
+        for name in list(self.slots):
+            if name not in new.targets:
+                del self.slots[name]
+                changed.append(name)
+        for name, target in new.targets.items():
+            slot = self.slots.get(name)
+            if slot is not None and slot.config == target:
+                kept += 1
+                continue
+            (added if slot is None else changed).append(name)
+            self.slots[name] = first_slot(target, now, self._rng)
+        self.metrics.configure(new.targets)
+        if not first and new.metrics_listen != self.config.metrics_listen:
+            self.log("warning", "metrics_listen changes only on restart")
+        self.log(
+            "info",
+            "started" if first else "reloaded",
+            targets=len(new.targets),
+            unchanged=None if first else kept,
+            restarted=None if first else ",".join(changed) or "none",
+            added=None if first else ",".join(added) or "none",
+        )
+
+    def _status(self) -> str:
+        text = (
+            f"{len(self.slots)} targets, {self.counters.runs} runs, {self.counters.failed} failed"
+        )
+        if self.counters.last_error:
+            text += f"; last error: {self.counters.last_error}"
+        return text
+
+
+def run_facts(config: TargetConfig, measurement: Measurement, duration: float) -> dict[str, object]:
+    """The figures of one run for its log line (milliseconds, like the text report)."""
+    facts: dict[str, object] = {"target": config.name, "host": config.target.host}
+    summary = measurement.summary
+    if summary is not None:
+        facts |= {
+            "sent": summary.sent,
+            "received": summary.received,
+            "loss_percent": round(summary.loss_percent, 3),
+        }
+        for name, dist in (
+            ("rtt", summary.round_trip),
+            ("out", summary.outbound),
+            ("in", summary.inbound),
+        ):
+            if dist is not None:
+                facts[f"{name}_avg_ms"] = round(dist.avg / 1e6, 3)
+                facts[f"{name}_max_ms"] = round(dist.max / 1e6, 3)
+        if summary.jitter_rfc3550 is not None:
+            facts["jitter_ms"] = round(summary.jitter_rfc3550 / 1e6, 3)
+    facts["duration_s"] = round(duration, 3)
+    facts["error"] = measurement.error
+    return facts
