@@ -238,7 +238,10 @@ def test_metrics_endpoint_passes_promtool_and_prometheus_scrapes_it(
         pytest.skip("Debian's prometheus package is not installed (make test-deps installs it)")
     assert promtool is not None and prometheus is not None
     port = free_port()
-    path = write_config(tmp_path / "monitor.conf", server)
+    voice = (
+        f"\n[target voice]\naddress = 127.0.0.1:{config_port(server)}\nmodel = g711\nevery = 1\n"
+    )
+    path = write_config(tmp_path / "monitor.conf", server, voice)
     listen = f"[monitor]\nmetrics_listen = 127.0.0.1:{port}\n"
     path.write_text(path.read_text().replace("[monitor]\n", listen))
     daemon = MonitorProcess(tmp_path, path)
@@ -260,6 +263,13 @@ def test_metrics_endpoint_passes_promtool_and_prometheus_scrapes_it(
         assert f'twamp_runs_total{{result="ok",{plain}}}' in text
         assert f'twamp_delay_avg_seconds{{direction="rt",{plain}}}' in text
         assert "twamp_last_success_timestamp_seconds{" in text
+        daemon.wait_log("info: run target=voice")
+        text = metrics_text(port)
+        score = re.search(
+            r'^twamp_mos\{direction="out",site="",target="voice"\} (\S+)$', text, re.M
+        )
+        assert score is not None and 4.0 < float(score.group(1)) <= 4.41, text
+        assert 'twamp_mos{direction="out",site="paris",target="plain"}' not in text
 
         web = free_port()
         (tmp_path / "prometheus.yml").write_text(

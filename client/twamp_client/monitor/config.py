@@ -374,7 +374,9 @@ def _target(name: str, section: _Section, schedules: Mapping[str, float]) -> Tar
         every = schedules[schedule]
     model = _traffic_model(section, authenticated=secure)
     interval_ms = section.get("interval", _number(MIN_INTERVAL_MS, "milliseconds"), 1000.0)
-    if model is not None and section.has("interval"):
+    # A model sets the interval: only one written in the target itself contradicts it (a
+    # [monitor] default is for the targets without a model).
+    if model is not None and "interval" in section.values:
         raise section.error("interval", "give interval or model, not both")
     test = Test(
         count=section.get("count", _integer(1, 10_000_000), 10),

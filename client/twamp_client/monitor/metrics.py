@@ -24,6 +24,7 @@ from prometheus_client.core import (
 )
 
 from ..measurement import Measurement
+from ..quality import voice_quality
 from .config import TargetConfig
 
 #: 10 µs to 10 s in 1-2.5-5 steps.
@@ -53,6 +54,8 @@ class _Series:
     )
     duration: float | None = None
     last_success: float | None = None
+    #: (direction, MOS) of the last voice-model run that had replies.
+    mos: list[tuple[str, float]] = dataclasses.field(default_factory=list)
 
 
 class Metrics:
@@ -129,6 +132,11 @@ class Metrics:
         duration = GaugeMetricFamily(
             "twamp_run_duration_seconds", "How long the last run took.", labels=keys
         )
+        mos = GaugeMetricFamily(
+            "twamp_mos",
+            "The last voice-model run's Mean Opinion Score (ITU-T G.107): out and in.",
+            labels=[*keys, "direction"],
+        )
         success = GaugeMetricFamily(
             "twamp_last_success_timestamp_seconds",
             "Unix time of the last run that got replies.",
@@ -159,9 +167,11 @@ class Metrics:
                 duration.add_metric(own, s.duration)
             if s.last_success is not None:
                 success.add_metric(own, s.last_success)
+            for direction, score in s.mos:
+                mos.add_metric(labels(s, direction), score)
         yield from (rtt, sent, received, lost, bytes_sent, bytes_received, runs)
         yield from delay.values()
-        yield from (jitter, duration, success)
+        yield from (jitter, mos, duration, success)
 
 
 def _add(series: _Series, measurement: Measurement, duration: float) -> None:
@@ -181,7 +191,12 @@ def _add(series: _Series, measurement: Measurement, duration: float) -> None:
         series.bytes_sent += summary.sent * header.packet_size
         series.bytes_received += summary.received * header.packet_size
     if outcome is not None:
+        answered: set[int] = set()
         for reply in outcome.replies:
+            # First replies with true timestamps only, as in every figure of the summary.
+            if reply.sender_seq in answered or not reply.consistent:
+                continue
+            answered.add(reply.sender_seq)
             seconds = reply.round_trip / 1e9
             index = bisect.bisect_left(RTT_BUCKETS, seconds)
             if index < len(RTT_BUCKETS):
@@ -199,6 +214,9 @@ def _add(series: _Series, measurement: Measurement, duration: float) -> None:
             )
             if dist is not None
         ]
+        voice = voice_quality(measurement)
+        if voice is not None:
+            series.mos = [("out", voice.outbound.mos), ("in", voice.inbound.mos)]
 
 
 def _seconds(ns: float | None) -> float | None:
