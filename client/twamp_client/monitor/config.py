@@ -12,12 +12,14 @@ import configparser
 import dataclasses
 import ipaddress
 import re
+import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 from twamp_common.codes import Mode
 from twamp_common.errors import TwampError
+from twamp_common.ipfix import DOCUMENTATION_PEN
 from twamp_common.traffic import MODELS, ModelError, TrafficModel
 from twamp_common.traffic import schedule as model_schedule
 
@@ -29,7 +31,16 @@ DEFAULT_HISTORY = "/var/lib/twamp-monitor/history.sqlite"
 #: The exit status of a configuration that cannot be used (sysexits.h EX_CONFIG).
 EX_CONFIG = 78
 
-_MONITOR_KEYS = ("metrics_listen", "history", "history_days")
+_MONITOR_KEYS = (
+    "metrics_listen",
+    "history",
+    "history_days",
+    "ipfix_collector",
+    "ipfix_transport",
+    "ipfix_observation_domain",
+    "ipfix_enterprise",
+    "ipfix_template_refresh",
+)
 _TARGET_KEYS = (
     "address", "light", "mode", "key_id", "key_file", "count", "interval", "model", "bandwidth",
     "size", "every", "schedule", "dscp", "ttl", "df", "source", "reflector_port", "labels",
@@ -90,6 +101,18 @@ class TargetConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class IpfixConfig:
+    """Where and how every run's record is exported (RFC 7011)."""
+
+    #: Collectors as numeric (address, port): names are resolved when the file is read.
+    collectors: tuple[tuple[str, int], ...]
+    transport: str
+    observation_domain: int
+    enterprise: int
+    template_refresh: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class MonitorConfig:
     path: Path | None
     #: (host, port) of the Prometheus endpoint, or None.
@@ -98,6 +121,8 @@ class MonitorConfig:
     history_days: float
     #: The enabled targets, by name.
     targets: Mapping[str, TargetConfig]
+    #: IPFIX export, or None.
+    ipfix: IpfixConfig | None = None
 
 
 class _InvalidValueError(Exception):
@@ -189,6 +214,53 @@ def _labels(text: str) -> tuple[tuple[str, str], ...]:
             raise _InvalidValueError(f'"{name}" is given twice', allowed)
         labels[name] = value
     return tuple(sorted(labels.items()))
+
+
+def _collectors(text: str) -> tuple[tuple[str, int], ...]:
+    """HOST:PORT, ... resolved to numeric addresses now: a name that does not resolve is an
+    error of the file, not a silent loss of every record later."""
+    allowed = "HOST:PORT, [IPv6]:PORT, several separated by commas"
+    found = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            host, port = split_host_port(item, None)
+        except UsageError:
+            raise _InvalidValueError(f"{item!r} is not HOST:PORT", allowed) from None
+        if port is None:
+            raise _InvalidValueError(f"{item!r} names no port (IPFIX's is 4739)", allowed)
+        try:
+            address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4]
+        except socket.gaierror as error:
+            raise _InvalidValueError(
+                f"{host!r} does not resolve: {error.strerror}", allowed
+            ) from None
+        found.append((str(address[0]), int(address[1])))
+    return tuple(found)
+
+
+def _transport(text: str) -> str:
+    if text.strip().lower() not in ("udp", "tcp"):
+        raise _InvalidValueError("not an IPFIX transport", "udp, tcp")
+    return text.strip().lower()
+
+
+def _ipfix(defaults: _Section) -> IpfixConfig | None:
+    none: tuple[tuple[str, int], ...] = ()
+    collectors = defaults.get("ipfix_collector", _collectors, none)
+    if not collectors:
+        for key in _MONITOR_KEYS:
+            if key.startswith("ipfix_") and key != "ipfix_collector" and defaults.has(key):
+                raise defaults.error(key, "only with ipfix_collector")
+        return None
+    return IpfixConfig(
+        collectors=collectors,
+        transport=defaults.get("ipfix_transport", _transport, "udp"),
+        observation_domain=defaults.get("ipfix_observation_domain", _integer(0, 2**32 - 1), 0),
+        enterprise=defaults.get("ipfix_enterprise", _integer(1, 2**32 - 1), DOCUMENTATION_PEN),
+        template_refresh=defaults.get("ipfix_template_refresh", _number(1, "seconds"), 600.0),
+    )
 
 
 def _listen(text: str) -> tuple[str, int] | None:
@@ -319,6 +391,7 @@ def parse(text: str, path: Path | None = None) -> MonitorConfig:
         history=history if history_text is None or history_text.strip() else None,
         history_days=defaults.get("history_days", _number(0.001, "days"), 30.0),
         targets=targets,
+        ipfix=_ipfix(defaults),
     )
 
 

@@ -20,9 +20,13 @@ import threading
 import time
 from types import FrameType
 
+from twamp_common.ipfix import DOCUMENTATION_PEN
+
 from ..control_session import ClientError
 from ..engine import Engine
+from ..ipfix_export import IpfixSender
 from ..measurement import Measurement
+from ..reports.ipfix import record as ipfix_record
 from ..sockets import reserve_descriptors
 from . import config as config_module
 from .config import ConfigError, MonitorConfig, TargetConfig
@@ -61,6 +65,7 @@ class Daemon:
         self._status_at = 0.0
         self.metrics = Metrics()
         self.history: Writer | None = None
+        self.ipfix: list[IpfixSender] = []
 
     # Signals ---------------------------------------------------------------------------
 
@@ -86,6 +91,7 @@ class Daemon:
             reserve_descriptors(len(self.config.targets), per_measurement=2)
             self._serve_metrics()
             self._open_history()
+            self._open_ipfix()
             engine_thread.start()
             self._apply(self.config, first=True)
             self.notifier.ready(self._status())
@@ -102,6 +108,8 @@ class Daemon:
             self.engine.close()
             if self.history is not None:
                 self.history.close()
+            for sender in self.ipfix:
+                sender.close()
             os.close(self._wake_read)
             os.close(self._wake_write)
         return 0
@@ -128,6 +136,36 @@ class Daemon:
             self.history = Writer(path, self.config.history_days)
         except (OSError, sqlite3.Error) as error:
             raise ClientError(f"history {path}: {error}") from None
+
+    def _open_ipfix(self) -> None:
+        """One sender per collector; a reload keeps them (a change needs a restart)."""
+        settings = self.config.ipfix
+        if settings is None:
+            return
+        if settings.enterprise == DOCUMENTATION_PEN:
+            self.log(
+                "warning",
+                "ipfix_enterprise is 32473, the PEN RFC 5612 reserves for documentation:"
+                " set your organisation's Private Enterprise Number",
+            )
+        for address in settings.collectors:
+            self.ipfix.append(
+                IpfixSender(
+                    address,
+                    transport=settings.transport,
+                    observation_domain=settings.observation_domain,
+                    enterprise=settings.enterprise,
+                    template_refresh=settings.template_refresh,
+                    log=lambda line: self.log("warning", line),
+                )
+            )
+        self.metrics.ipfix = self.ipfix
+        self.log(
+            "info",
+            "ipfix export",
+            collectors=" ".join(f"{host}:{port}" for host, port in settings.collectors),
+            transport=settings.transport,
+        )
 
     def _loop(self) -> None:
         watchdog = self.notifier.watchdog_interval
@@ -178,6 +216,9 @@ class Daemon:
         self.metrics.record(slot.config.name, measurement, ended - started)
         if self.history is not None:
             self.history.record(slot.config, measurement, time.time() - (ended - started))
+        if self.ipfix and (fields := ipfix_record(measurement, slot.config.name)) is not None:
+            for sender in self.ipfix:
+                sender.submit(fields)
         self.log(
             "warning" if measurement.status else "info",
             "run",

@@ -13,7 +13,7 @@ import bisect
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 from prometheus_client.core import (
     CollectorRegistry,
@@ -23,6 +23,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from ..ipfix_export import IpfixSender
 from ..measurement import Measurement
 from ..quality import voice_quality
 from .config import TargetConfig
@@ -64,6 +65,8 @@ class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._series: dict[str, _Series] = {}
+        #: The IPFIX senders whose drops are counted (set by the daemon).
+        self.ipfix: Sequence[IpfixSender] = ()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -172,6 +175,16 @@ class Metrics:
         yield from (rtt, sent, received, lost, bytes_sent, bytes_received, runs)
         yield from delay.values()
         yield from (jitter, mos, duration, success)
+        if self.ipfix:
+            dropped = CounterMetricFamily(
+                "twamp_ipfix_records_dropped",
+                "IPFIX records dropped because the collector's buffer was full.",
+                labels=["collector"],
+            )
+            for sender in self.ipfix:
+                host, port = sender.address
+                dropped.add_metric([f"{host}:{port}"], sender.dropped)
+            yield dropped
 
 
 def _add(series: _Series, measurement: Measurement, duration: float) -> None:
