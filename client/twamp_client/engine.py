@@ -379,7 +379,7 @@ class _Run:
             request=SessionRequest(
                 sender_port=test_sock.getsockname()[1],
                 receiver_port=test.reflector_port,
-                padding=self._padding,
+                padding=self._choose_schedule,
                 dscp=test.dscp,
                 timeout=test.wait + STOP_MARGIN,
             ),
@@ -387,7 +387,7 @@ class _Run:
         )
         self._advance()
 
-    def _padding(self, mode: Mode) -> int:
+    def _choose_schedule(self, mode: Mode) -> int:
         """The session's schedule, now that the mode is known; the padding to request (the
         largest any packet carries)."""
         assert self.test_sock is not None
@@ -476,7 +476,7 @@ class _Run:
     ) -> None:
         test = self.test
         if self.schedule is None:  # TWAMP Light: no set-up has chosen it
-            self._padding(mode)
+            self._choose_schedule(mode)
         schedule = self.schedule
         assert self.address is not None and schedule is not None and self.clock is not None
         padding = schedule.max_padding

@@ -436,3 +436,17 @@ def test_an_ipfix_collector_that_does_not_resolve_is_a_config_error(tmp_path: Pa
     result = monitor("--config", str(path), "--check-config")
     assert result.returncode == 78
     assert "ipfix_collector" in result.stderr and "does not resolve" in result.stderr
+
+
+def test_key_file_takes_the_servers_keys_file_too(tmp_path: Path, server: ServerProcess) -> None:
+    """One file for every tool: the line of the KeyID in twamp-server's keys file."""
+    keys = tmp_path / "server" / "twamp-server.keys"  # the running server's own
+    path = tmp_path / "monitor.conf"
+    path.write_text(
+        f"[target secure]\naddress = 127.0.0.1:{config_port(server)}\nmode = encrypted\n"
+        f"key_id = alice\nkey_file = {keys}\ncount = 2\ninterval = 10\n"
+    )
+    result = monitor("--config", str(path), "--once")
+    assert result.returncode == 0, result.stderr
+    assert "encrypted mode" in result.stdout
+    assert "2 sent, 2 received" in result.stdout

@@ -23,6 +23,7 @@ from twamp_common.ipfix import DOCUMENTATION_PEN
 from twamp_common.traffic import MODELS, ModelError, TrafficModel
 from twamp_common.traffic import schedule as model_schedule
 
+from ..keyfile import KeyFileError, read_secret_file
 from ..measurement import Target, Test
 from ..options import MIN_INTERVAL_MS, MODES, UsageError, split_host_port
 
@@ -432,7 +433,7 @@ def _target(name: str, section: _Section, schedules: Mapping[str, float]) -> Tar
     if key_id is not None:
         if len(key_id.encode()) > 80:
             raise section.error("key_id", "longer than 80 octets (RFC 4656 KeyID)")
-        secret = _secret(section)
+        secret = _secret(section, key_id)
     elif section.has("key_file"):
         raise section.error("key_file", "holds the secret of a key_id: add key_id")
     if section.has("every") and section.has("schedule"):
@@ -498,15 +499,13 @@ def _traffic_model(section: _Section, *, authenticated: bool) -> TrafficModel | 
     return model
 
 
-def _secret(section: _Section) -> bytes:
+def _secret(section: _Section, key_id: str) -> bytes:
+    """The secret of ``key_id`` from key_file, read as twamp-client reads --key-file (the
+    server's keys file, a bare passphrase), so that one file serves every tool."""
     if not section.has("key_file"):
         raise section.error("key_id", "needs key_file = PATH holding its shared secret")
     path = Path((section.raw("key_file") or "").strip())
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise section.error("key_file", f"cannot read {path}: {error.strerror}") from None
-    secret = data.splitlines()[0] if data else b""
-    if not secret:
-        raise section.error("key_file", f"{path} is empty")
-    return secret
+        return read_secret_file(path, key_id)
+    except KeyFileError as error:
+        raise section.error("key_file", str(error)) from None
