@@ -73,16 +73,24 @@ def test_handed_sockets_serve_ipv4_and_ipv6(
     assert "does not use" not in activated.log()
 
 
+def _socket_inodes(pid: int) -> set[str]:
+    """The process's open sockets as `socket:[inode]`; an fd closed while listed is skipped."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except FileNotFoundError:  # a short-lived socket (a notifier, a resolver) went away
+            continue
+        if target.startswith("socket:"):
+            inodes.add(target)
+    return inodes
+
+
 def test_the_server_binds_nothing_itself_for_handed_ports(
     activated: ServerProcess, ports: tuple[int, int]
 ) -> None:
     """Every socket on the two ports is the handed one: binding them again would have failed."""
-    pid = activated.process.pid
-    inodes = {
-        Path(f"/proc/{pid}/fd/{fd}").readlink().name
-        for fd in (p.name for p in Path(f"/proc/{pid}/fd").iterdir())
-        if Path(f"/proc/{pid}/fd/{fd}").readlink().name.startswith("socket:")
-    }
+    inodes = _socket_inodes(activated.process.pid)
     bound = []
     for table in ("tcp", "tcp6", "udp", "udp6"):
         for line in Path("/proc/net", table).read_text().splitlines()[1:]:
