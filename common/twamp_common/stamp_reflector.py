@@ -51,7 +51,7 @@ from .stamp import (
 )
 from .stamp_tlv import Frame, LocationSubType, SyncSource, TimestampMethod, TlvFlags, TlvType
 from .test_packets import ReflectorPacket
-from .timestamp import ErrorEstimate, ns_to_ntp
+from .timestamp import ErrorEstimate, ns_to_ntp, ns_to_ptp
 
 _U = int(TlvFlags.UNRECOGNIZED)
 _M = int(TlvFlags.MALFORMED)
@@ -156,11 +156,14 @@ class Reflection:
     reply_dscp: int | None
     authenticated: bool
     key: bytes | None = dataclasses.field(repr=False)
+    #: Timestamps in PTPv2 format, as our Error Estimate's Z bit says (else NTP).
+    ptp: bool = False
 
     def finish(self, t3_ns: int) -> bytes:
         """The reply's octets with T3 = ``t3_ns`` (and, authenticated, its HMAC)."""
         packet = self.packet
-        struct.pack_into("!Q", packet, TIMESTAMP_OFFSET[self.authenticated], ns_to_ntp(t3_ns))
+        t3 = _wire_time(t3_ns, ptp=self.ptp)
+        struct.pack_into("!Q", packet, TIMESTAMP_OFFSET[self.authenticated], t3)
         if self.authenticated:
             sign(packet, self.key)
         return bytes(packet)
@@ -193,7 +196,7 @@ def reflect(
     no key is given in authenticated mode): the packet is then to be dropped.  Nothing else.
     """
     arrival = arrival or Arrival()
-    authenticated = config.authenticated
+    authenticated, ptp = config.authenticated, config.error_estimate.ptp
     sender = StampSenderPacket.unpack(request, authenticated=authenticated, key=key)
     if state is not None:
         counters = state.counters((session, sender.ssid))
@@ -206,7 +209,7 @@ def reflect(
         seq,
         0,
         config.error_estimate.to_wire(),
-        ns_to_ntp(t2_ns),
+        _wire_time(t2_ns, ptp=ptp),
         sender.seq,
         sender.timestamp,
         sender.error_estimate,
@@ -220,7 +223,7 @@ def reflect(
         follow_up = follow_up if state is not None else None
         answer = _Answer(packet, size, config, arrival, counters, follow_up)
         reply_dscp = answer.run(request, key)
-    return Reflection(packet, seq, sender.seq, sender.ssid, reply_dscp, authenticated, key)
+    return Reflection(packet, seq, sender.seq, sender.ssid, reply_dscp, authenticated, key, ptp)
 
 
 class _Answer:
@@ -293,9 +296,8 @@ class _Answer:
             previous = self.follow_up
             telemetry = stamp_tlv.FollowUpTelemetry()
             if previous is not None:
-                telemetry = stamp_tlv.FollowUpTelemetry(
-                    previous.seq & _MASK32, ns_to_ntp(previous.t3_ns), previous.method
-                )
+                t3 = _wire_time(previous.t3_ns, ptp=self.config.error_estimate.ptp)
+                telemetry = stamp_tlv.FollowUpTelemetry(previous.seq & _MASK32, t3, previous.method)
             packet[at : at + 16] = telemetry.pack_value()
             return 0
         return self._access_report(at)
@@ -394,6 +396,12 @@ class _Answer:
         if address is None:
             return None
         return LocationSubType(kind + (1 if len(address) == 4 else 2)), address
+
+
+def _wire_time(unix_ns: int, *, ptp: bool) -> int:
+    """A timestamp in the format our Error Estimate's Z bit names (RFC 8762 §4.3.1, RFC 8972
+    §4.7 for the Follow-Up Timestamp)."""
+    return ns_to_ptp(unix_ns) if ptp else ns_to_ntp(unix_ns)
 
 
 def _address(text: str) -> bytes | None:

@@ -179,7 +179,11 @@ def _wrong_length(name: str, value: bytes, expected: str) -> RemoteProtocolError
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SubTlv:
-    """A sub-TLV of a Location or Timestamp Information TLV (same header as a TLV)."""
+    """A sub-TLV of a Location or Timestamp Information TLV (same header as a TLV).
+
+    U and M mean what they mean on a TLV; I is sent 0 and ignored on receipt (RFC 8972 §4.2.1).
+    No sub-TLV is registered for Timestamp Information, so a reflector flags those U.
+    """
 
     type: int
     value: bytes

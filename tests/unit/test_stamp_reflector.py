@@ -28,7 +28,7 @@ from twamp_common.stamp_tlv import (
     TimestampInformation,
     TlvFlags,
 )
-from twamp_common.timestamp import ErrorEstimate, ns_to_ntp
+from twamp_common.timestamp import ErrorEstimate, ns_to_ntp, ns_to_ptp
 
 KEY = b"a STAMP session key, 32 octets!!"
 T1, T2, T3 = 1_700_000_000_000_000_000, 1_700_000_000_000_100_000, 1_700_000_000_000_150_000
@@ -400,3 +400,16 @@ def test_ipv4_mapped_addresses_are_answered_as_ipv4() -> None:
     assert isinstance(location, Location)
     assert location.sub_tlvs[0].type == LocationSubType.SOURCE_IPV4
     assert location.answer(LocationSubType.SOURCE_IP) == bytes([192, 0, 2, 7])
+
+
+def test_a_ptp_reflector_writes_t2_t3_and_the_follow_up_timestamp_in_ptp_format() -> None:
+    ptp = ReflectorConfig(ErrorEstimate(synchronized=True, scale=0, multiplier=1, ptp=True))
+    sent = request(tlvs=[FollowUpTelemetry()])
+    out = answer(sent, ptp, follow_up=FollowUp(4, T2 - 7, 1), state=ReflectorState(), session="s")
+    assert out[4:12] == ns_to_ptp(T3).to_bytes(8, "big")
+    assert out[16:24] == ns_to_ptp(T2).to_bytes(8, "big")
+    assert out[52:60] == ns_to_ptp(T2 - 7).to_bytes(8, "big")
+    reply = parse_reply(out)
+    assert (reply.t2_ns, reply.t3_ns) == (T2, T3)
+    follow_up = reply.follow_up
+    assert follow_up is not None and follow_up.t3_ns == T2 - 7
