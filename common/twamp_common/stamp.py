@@ -32,7 +32,7 @@ from typing import ClassVar, Self, TypeVar
 from . import stamp_tlv
 from .crypto import stamp_hmac
 from .errors import AuthenticationError, RemoteProtocolError
-from .stamp_tlv import Frame, Tlv, TlvType
+from .stamp_tlv import Frame, Tlv, TlvFlags, TlvType
 from .test_packets import ReflectorPacket, SenderPacket
 from .timestamp import ErrorEstimate, ns_to_ntp, ntp_to_ns, ptp_to_ns
 
@@ -197,15 +197,17 @@ def tlv_integrity(
 ) -> bool | None:
     """Whether the extensions of ``packet`` pass HMAC TLV verification.
 
-    None when there is nothing to verify (no TLV; or no HMAC TLV in unauthenticated mode).
-    False when the HMAC TLV is missing in authenticated mode, misplaced, repeated, cannot be
-    checked for want of a key, or does not match.
+    None when there is nothing to verify: no TLV; no HMAC TLV in unauthenticated mode; or, in
+    authenticated mode, a lone Extra Padding TLV ("the sole exception", RFC 8972 §4.8).  False
+    when the HMAC TLV is missing in authenticated mode, misplaced, repeated, cannot be checked
+    for want of a key, or does not match.
     """
     if not found:
         return None
     has_hmac = any(frame.type == TlvType.HMAC for frame in found)
     if not has_hmac:
-        return False if authenticated else None
+        lone_padding = len(found) == 1 and found[0].type == TlvType.EXTRA_PADDING
+        return False if authenticated and not lone_padding else None
     frame = hmac_frame(found)
     if frame is None or key is None:
         return False
@@ -303,12 +305,27 @@ class StampReply:
     tlv_integrity: bool | None
     size: int
 
-    def find(self, kind: type[_T]) -> _T | None:
-        """The first TLV of class ``kind`` the reflector understood and filled in, if any."""
-        if self.tlv_integrity is False:
-            return None
+    @property
+    def usable_tlvs(self) -> tuple[Tlv, ...]:
+        """The TLVs whose figures may be used, as RFC 8972 §4 and §4.8 tell the sender.
+
+        None when the HMAC TLV failed or any TLV has I set ("discard all TLVs"); none from the
+        first one with M set on ("stop processing the remainder"); never one with U set.
+        """
+        if self.tlv_integrity is False or any(t.flags & TlvFlags.INTEGRITY for t in self.tlvs):
+            return ()
+        usable = []
         for tlv in self.tlvs:
-            if tlv.understood and isinstance(tlv.value, kind):
+            if tlv.flags & TlvFlags.MALFORMED:
+                break
+            if tlv.understood:
+                usable.append(tlv)
+        return tuple(usable)
+
+    def find(self, kind: type[_T]) -> _T | None:
+        """The first usable TLV of class ``kind`` (see :attr:`usable_tlvs`), if any."""
+        for tlv in self.usable_tlvs:
+            if isinstance(tlv.value, kind):
                 return tlv.value
         return None
 
@@ -318,7 +335,10 @@ class StampReply:
 
     @property
     def class_of_service(self) -> stamp_tlv.ClassOfService | None:
-        """DSCP1 (asked), DSCP2 and ECN (received by the reflector), RP."""
+        """DSCP1 (asked), DSCP2 and ECN (received by the reflector), RP.
+
+        RP 0: the reply was sent with DSCP1, so the reverse direction can be analysed too.
+        """
         return self.find(stamp_tlv.ClassOfService)
 
     @property

@@ -7,16 +7,27 @@ every TLV is answered in place, at its offset and in its length, so the reply is
 as the request and no input can make it longer.  A TLV that asks for more than its room holds is
 flagged (M), never grown.
 
-Readings of RFC 8972 where it leaves a choice (docs/conformance.md lists them):
+What RFC 8972 prescribes, and how it is read here (docs/conformance.md lists the readings):
 
-* a Length that runs past the packet sets M on that TLV and ends TLV processing (there is no
-  framing after it); a Length that is merely wrong for the Type sets M and processing goes on;
-* when the extensions fail integrity (HMAC TLV missing in authenticated mode, misplaced,
+* a malformed TLV (§4: a Length not valid for the Type, or one that runs past the packet) gets
+  M and ends TLV processing: "The Session-Reflector MUST copy the remainder of the received
+  extended STAMP packet", so every later TLV is returned as it came.  The same holds for the
+  sub-TLVs of a Location TLV; a sub-TLV that runs past its TLV makes the TLV malformed;
+* when the extensions fail integrity (§4.8: HMAC TLV missing in authenticated mode, misplaced,
   repeated, without a key, or not matching) every TLV is echoed unchanged with I set;
 * a TLV or sub-TLV the reflector understands but cannot fill because the I/O layer did not
-  say (no TOS byte, no counters, an IPv4 sub-TLV for an IPv6 packet) is zeroed with U set;
-* a Class of Service DSCP1 outside ``permitted_dscp`` is not used: RP = 1, and the caller
-  sends with its default marking.
+  say (no TOS byte, no counters, no address) is zeroed with U set, so that the sender never
+  reads made-up figures; a Source MAC Address the frame did not carry is answered, as §4.2.2
+  says, with a zeroed Source EUI-64 Address;
+* Location sub-TLVs are answered in place: the generic type the sender asked with is rewritten
+  to the specific one (EUI-48 or EUI-64, IPv4 or IPv6) and its value filled; an answer type
+  found in a request is not a question and is returned with U set;
+* a Class of Service DSCP1 outside ``permitted_dscp`` is not used: RP = 1 and the reply keeps
+  the DSCP the request arrived with (§4.4), which :attr:`Reflection.reply_dscp` names;
+* an Access Report with an Access ID other than 1 or 2 "MUST be discarded": as the reply keeps
+  its size, it is returned as received with U set;
+* Follow-Up Telemetry is answered only in stateful mode: a stateless reflector "MUST zero the
+  Sequence Number and Follow-Up Timestamp fields" (§4.7).
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from .stamp import (
 )
 from .stamp_tlv import Frame, LocationSubType, SyncSource, TimestampMethod, TlvFlags, TlvType
 from .test_packets import ReflectorPacket
-from .timestamp import ErrorEstimate, ns_to_ntp
+from .timestamp import ErrorEstimate, ns_to_ntp, ns_to_ptp
 
 _U = int(TlvFlags.UNRECOGNIZED)
 _M = int(TlvFlags.MALFORMED)
@@ -85,7 +96,7 @@ class Arrival:
     source: tuple[str, int] | None = None
     #: Our address and UDP port the packet was sent to.
     destination: tuple[str, int] | None = None
-    #: The Ethernet source address of the frame (6 octets).
+    #: The link-layer source address of the frame: EUI-48 (6 octets) or EUI-64 (8).
     source_mac: bytes | None = None
 
 
@@ -140,15 +151,19 @@ class Reflection:
     seq: int
     sender_seq: int
     ssid: int
-    #: The DSCP a Class of Service TLV asked for the reply (and we accepted); None: default.
+    #: The DSCP the reply must carry by a Class of Service TLV: DSCP1 when policy permits it,
+    #: else the DSCP the request arrived with (RFC 8972 §4.4).  None: the caller's default.
     reply_dscp: int | None
     authenticated: bool
     key: bytes | None = dataclasses.field(repr=False)
+    #: Timestamps in PTPv2 format, as our Error Estimate's Z bit says (else NTP).
+    ptp: bool = False
 
     def finish(self, t3_ns: int) -> bytes:
         """The reply's octets with T3 = ``t3_ns`` (and, authenticated, its HMAC)."""
         packet = self.packet
-        struct.pack_into("!Q", packet, TIMESTAMP_OFFSET[self.authenticated], ns_to_ntp(t3_ns))
+        t3 = _wire_time(t3_ns, ptp=self.ptp)
+        struct.pack_into("!Q", packet, TIMESTAMP_OFFSET[self.authenticated], t3)
         if self.authenticated:
             sign(packet, self.key)
         return bytes(packet)
@@ -170,9 +185,10 @@ def reflect(
 
     Stateless mode (``state`` None): our Sequence Number is the sender's.  Stateful mode: it
     counts our replies in the session ``(session, SSID)`` from zero, and ``state`` also counts
-    for the Direct Measurement TLV; in stateless mode ``counters`` may supply those.
-    ``follow_up`` is our previous reply in this session as it really left (its seq and the
-    kernel's transmit time), for the Follow-Up Telemetry TLV.  ``key`` is the session's key:
+    for the Direct Measurement TLV (R_RxC and R_TxC include this request and this reply); in
+    stateless mode ``counters`` may supply those.  ``follow_up`` is our previous reply in this
+    session as it really left (its seq and the kernel's transmit time), for the Follow-Up
+    Telemetry TLV; it is used in stateful mode only.  ``key`` is the session's key:
     required in authenticated mode, and it verifies and seals an HMAC TLV in either mode.
 
     Raises :class:`~twamp_common.errors.RemoteProtocolError` when the request is shorter than
@@ -180,7 +196,7 @@ def reflect(
     no key is given in authenticated mode): the packet is then to be dropped.  Nothing else.
     """
     arrival = arrival or Arrival()
-    authenticated = config.authenticated
+    authenticated, ptp = config.authenticated, config.error_estimate.ptp
     sender = StampSenderPacket.unpack(request, authenticated=authenticated, key=key)
     if state is not None:
         counters = state.counters((session, sender.ssid))
@@ -193,7 +209,7 @@ def reflect(
         seq,
         0,
         config.error_estimate.to_wire(),
-        ns_to_ntp(t2_ns),
+        _wire_time(t2_ns, ptp=ptp),
         sender.seq,
         sender.timestamp,
         sender.error_estimate,
@@ -204,9 +220,10 @@ def reflect(
     packet[:size] = StampReflectorPacket(base, sender.ssid).header(authenticated)
     reply_dscp = None
     if config.extensions and len(packet) > size:
+        follow_up = follow_up if state is not None else None
         answer = _Answer(packet, size, config, arrival, counters, follow_up)
         reply_dscp = answer.run(request, key)
-    return Reflection(packet, seq, sender.seq, sender.ssid, reply_dscp, authenticated, key)
+    return Reflection(packet, seq, sender.seq, sender.ssid, reply_dscp, authenticated, key, ptp)
 
 
 class _Answer:
@@ -244,6 +261,8 @@ class _Answer:
             else:
                 flags = self._fill(frame)
             packet[frame.offset] = flags
+            if flags & _M:
+                break  # RFC 8972 §4: the remainder is copied as received
         if key is not None and hmac_frame(found) is not None:
             seal_tlvs(packet, authenticated=authenticated, key=key)
         return self.reply_dscp
@@ -262,6 +281,8 @@ class _Answer:
         if fixed is None:
             return _U
         if length != fixed:
+            if kind == TlvType.FOLLOW_UP_TELEMETRY:  # §4.7: zero Sequence Number and Timestamp
+                packet[at : at + min(length, 12)] = bytes(min(length, 12))
             return _M
         if kind == TlvType.CLASS_OF_SERVICE:
             return self._class_of_service(at)
@@ -275,22 +296,30 @@ class _Answer:
             previous = self.follow_up
             telemetry = stamp_tlv.FollowUpTelemetry()
             if previous is not None:
-                telemetry = stamp_tlv.FollowUpTelemetry(
-                    previous.seq & _MASK32, ns_to_ntp(previous.t3_ns), previous.method
-                )
+                t3 = _wire_time(previous.t3_ns, ptp=self.config.error_estimate.ptp)
+                telemetry = stamp_tlv.FollowUpTelemetry(previous.seq & _MASK32, t3, previous.method)
             packet[at : at + 16] = telemetry.pack_value()
-        return 0  # Access Report: the sender's report, echoed
+            return 0
+        return self._access_report(at)
+
+    def _access_report(self, at: int) -> int:
+        """The sender's report, echoed with its reserved bits zeroed; an invalid Access ID: U."""
+        packet = self.packet
+        if packet[at] >> 4 not in stamp_tlv.AccessId._value2member_map_:
+            return _U
+        packet[at] &= 0xF0
+        packet[at + 2 : at + 4] = bytes(2)
+        return 0
 
     def _class_of_service(self, at: int) -> int:
         tos = self.arrival.tos
         if tos is None:
             return _U
-        dscp1 = self.packet[at] >> 2
+        dscp1, received = self.packet[at] >> 2, (tos >> 2) & 0x3F
         permitted = self.config.permitted_dscp
         used = permitted is None or dscp1 in permitted
-        if used:
-            self.reply_dscp = dscp1
-        value = stamp_tlv.ClassOfService(dscp1, (tos >> 2) & 0x3F, tos & 3, 0 if used else 1)
+        self.reply_dscp = dscp1 if used else received
+        value = stamp_tlv.ClassOfService(dscp1, received, tos & 3, 0 if used else 1)
         self.packet[at : at + 4] = value.pack_value()
         return 0
 
@@ -327,33 +356,52 @@ class _Answer:
                 "!HH", packet, frame.value_offset, arrival.destination[1], arrival.source[1]
             )
         for sub in subs:
-            packet[sub.offset] = self._location_sub(sub)
+            sub_flags = self._location_sub(sub)
+            packet[sub.offset] = sub_flags
+            if sub_flags & _M:
+                break
         return flags
 
     def _location_sub(self, sub: Frame) -> int:
+        """Answer one sub-TLV in place: its type becomes the specific one, its value ours."""
         try:
             kind = LocationSubType(sub.type)
         except ValueError:
             return _U
         if sub.length != kind.size:
             return _M
-        answer = self._location_value(kind)
-        self.packet[sub.value_offset : sub.end] = answer or bytes(kind.size)
-        return 0 if answer else _U
+        if kind.request != kind:
+            return _U
+        found = self._location_value(kind)
+        if found is None:
+            self.packet[sub.value_offset : sub.end] = bytes(kind.size)
+            return _U
+        answer, address = found
+        self.packet[sub.offset + 1] = answer
+        self.packet[sub.value_offset : sub.end] = address.ljust(kind.size, b"\0")
+        return 0
 
-    def _location_value(self, kind: LocationSubType) -> bytes | None:
+    def _location_value(self, kind: LocationSubType) -> tuple[LocationSubType, bytes] | None:
+        """The specific sub-TLV type and address answering the generic ``kind`` (§4.2.2)."""
         arrival = self.arrival
         if kind == LocationSubType.SOURCE_MAC:
             mac = arrival.source_mac
-            return mac + bytes(2) if mac is not None and len(mac) == 6 else None
-        ours = kind in (LocationSubType.DESTINATION_IPV4, LocationSubType.DESTINATION_IPV6)
-        end = arrival.destination if ours else arrival.source
-        if end is None:
+            if mac is not None and len(mac) == 6:
+                return LocationSubType.SOURCE_EUI48, mac
+            if mac is not None and len(mac) == 8:
+                return LocationSubType.SOURCE_EUI64, mac
+            return LocationSubType.SOURCE_EUI64, bytes(8)  # "MUST zero the EUI-64 field"
+        end = arrival.destination if kind == LocationSubType.DESTINATION_IP else arrival.source
+        address = None if end is None else _address(end[0])
+        if address is None:
             return None
-        address = _address(end[0])
-        if address is None or len(address) != kind.size:
-            return None
-        return address
+        return LocationSubType(kind + (1 if len(address) == 4 else 2)), address
+
+
+def _wire_time(unix_ns: int, *, ptp: bool) -> int:
+    """A timestamp in the format our Error Estimate's Z bit names (RFC 8762 §4.3.1, RFC 8972
+    §4.7 for the Follow-Up Timestamp)."""
+    return ns_to_ptp(unix_ns) if ptp else ns_to_ntp(unix_ns)
 
 
 def _address(text: str) -> bytes | None:

@@ -40,7 +40,10 @@ class TlvType(enum.IntEnum):
 
 
 class TlvFlags(enum.IntFlag):
-    """STAMP TLV Flags; the five low bits are unassigned: sent zero, ignored on receipt."""
+    """STAMP TLV Flags: bit 0 (the most significant) U, bit 1 M, bit 2 I (RFC 8972 §4, §5.2).
+
+    The five low bits are reserved: sent zero, ignored on receipt.
+    """
 
     UNRECOGNIZED = 0x80
     MALFORMED = 0x40
@@ -71,29 +74,50 @@ class TimestampMethod(enum.IntEnum):
 
 
 class LocationSubType(enum.IntEnum):
-    """Sub-TLV types of the Location TLV, each with the one value size it may have."""
+    """STAMP Sub-TLV Types of the Location TLV (RFC 8972 §4.2.1, IANA "STAMP Sub-TLV Types").
+
+    A sender asks with the three generic types (Source MAC Address, Destination IP Address,
+    Source IP Address), whose values are all MBZ; the reflector answers each in its place with
+    the specific type for what it saw (§4.2.2): EUI-48 or EUI-64, IPv4 or IPv6.  A generic type
+    and its answers have the same Length: 8 for MAC addresses, 16 for IP addresses (an IPv4
+    address is followed by 12 MBZ octets, an EUI-48 by 2).
+    """
 
     SOURCE_MAC = 1
-    DESTINATION_IPV4 = 2
-    DESTINATION_IPV6 = 3
-    SOURCE_IPV4 = 4
-    SOURCE_IPV6 = 5
+    SOURCE_EUI48 = 2
+    SOURCE_EUI64 = 3
+    DESTINATION_IP = 4
+    DESTINATION_IPV4 = 5
+    DESTINATION_IPV6 = 6
+    SOURCE_IP = 7
+    SOURCE_IPV4 = 8
+    SOURCE_IPV6 = 9
 
     @property
     def size(self) -> int:
-        """Value octets: an EUI-48 and 2 reserved octets, or an IPv4 or IPv6 address."""
-        return {1: 8, 2: 4, 3: 16, 4: 4, 5: 16}[self.value]
+        """The Length the type MUST have."""
+        return 8 if self <= LocationSubType.SOURCE_EUI64 else 16
+
+    @property
+    def request(self) -> LocationSubType:
+        """The generic type a sender asks with for this answer (itself when it is one)."""
+        return LocationSubType((self.value - 1) // 3 * 3 + 1)
+
+    @property
+    def address_size(self) -> int:
+        """Octets of address at the start of an answer's value; 0 for a generic type."""
+        return {2: 6, 3: 8, 5: 4, 6: 16, 8: 4, 9: 16}.get(self.value, 0)
 
 
 class AccessId(enum.IntEnum):
-    """Access ID of the Access Report TLV."""
+    """Access ID of the Access Report TLV: the only two values; a TLV with another is discarded."""
 
     THREE_GPP = 1
     NON_THREE_GPP = 2
 
 
 class ReturnCode(enum.IntEnum):
-    """Return Code of the Access Report TLV."""
+    """STAMP Return Codes registry (Access Report TLV)."""
 
     NETWORK_AVAILABLE = 1
     NETWORK_UNAVAILABLE = 2
@@ -155,7 +179,11 @@ def _wrong_length(name: str, value: bytes, expected: str) -> RemoteProtocolError
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SubTlv:
-    """A sub-TLV of a Location or Timestamp Information TLV (same header as a TLV)."""
+    """A sub-TLV of a Location or Timestamp Information TLV (same header as a TLV).
+
+    U and M mean what they mean on a TLV; I is sent 0 and ignored on receipt (RFC 8972 §4.2.1).
+    No sub-TLV is registered for Timestamp Information, so a reflector flags those U.
+    """
 
     type: int
     value: bytes
@@ -199,7 +227,9 @@ class ExtraPadding:
 class Location:
     """Type 2: the UDP ports and addresses the packet arrived with (RFC 8972 §4.2).
 
-    The sender sends zeros and the sub-TLVs it asks for; the reflector fills them in.
+    Value: ``Destination Port(2) Source Port(2) Sub-TLVs``.  The sender sends zeros and the
+    generic sub-TLVs it asks for; the reflector fills in the ports and answers each sub-TLV in
+    place with its specific type (:class:`LocationSubType`).
     """
 
     TYPE: ClassVar[TlvType] = TlvType.LOCATION
@@ -210,7 +240,10 @@ class Location:
 
     @classmethod
     def asking(cls, *kinds: LocationSubType) -> Self:
-        """A sender's Location TLV asking for ``kinds``, each with room for its answer."""
+        """A sender's Location TLV asking for the generic ``kinds``, each with room to answer."""
+        for kind in kinds:
+            if kind.request != kind:
+                raise ValueError(f"{kind.name} is an answer; ask with {kind.request.name}")
         return cls(sub_tlvs=tuple(SubTlv(kind, bytes(kind.size), SENDER_FLAGS) for kind in kinds))
 
     def pack_value(self) -> bytes:
@@ -226,10 +259,26 @@ class Location:
         return cls(destination, source, _sub_tlvs(cls.NAME, value[4:]))
 
     def answer(self, kind: LocationSubType) -> bytes | None:
-        """The value the reflector gave for sub-TLV ``kind``, if it understood it."""
+        """The address the reflector gave for ``kind``, without its MBZ octets.
+
+        ``kind`` is a generic type (any of its answers will do) or a specific one.  None when
+        the reflector did not understand, or reported zeros (§4.2.2: fields it leaves
+        unreported); sub-TLVs after a malformed one are not read (§4).
+        """
         for sub in self.sub_tlvs:
-            if sub.type == kind and not sub.flags & ASSIGNED_FLAGS and len(sub.value) == kind.size:
-                return sub.value[:6] if kind == LocationSubType.SOURCE_MAC else sub.value
+            if sub.flags & TlvFlags.MALFORMED:
+                return None
+            try:
+                found = LocationSubType(sub.type)
+            except ValueError:
+                continue
+            if found.request == found or kind not in (found, found.request):
+                continue
+            if sub.flags & ASSIGNED_FLAGS or len(sub.value) != found.size:
+                continue
+            address = sub.value[: found.address_size]
+            if any(address):
+                return address
         return None
 
 
@@ -263,8 +312,10 @@ class TimestampInformation:
 class ClassOfService:
     """Type 4: DSCP1 (asked for the reply), DSCP2 and ECN (as received), RP (RFC 8972 §4.4).
 
-    Value: ``DSCP1(6) DSCP2(6) ECN(2) RP(2) Reserved(16)``.  RP 1 says the reflector did not
-    use DSCP1 for its reply (its policy refused it).
+    Value: ``DSCP1(6) DSCP2(6) ECN(2) RP(2) Reserved(16)`` (Figure 12; the ECN1 and second RP
+    field some tools decode come from a later draft, not from RFC 8972).  The sender sends RP 0;
+    RP 1 says the reflector's policy refused DSCP1 and its reply carries the DSCP it received
+    instead, so that only the forward direction can be analysed.
     """
 
     TYPE: ClassVar[TlvType] = TlvType.CLASS_OF_SERVICE
@@ -294,7 +345,11 @@ class ClassOfService:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DirectMeasurement:
-    """Type 5: packet counters of both ends, for loss per direction (RFC 8972 §4.5)."""
+    """Type 5: packet counters of both ends, for loss per direction (RFC 8972 §4.5).
+
+    Value: ``S_TxC(4) R_RxC(4) R_TxC(4)``.  The sender fills S_TxC and zeros the rest; the
+    reflector keeps S_TxC and fills the packets it received and sent in the session.
+    """
 
     TYPE: ClassVar[TlvType] = TlvType.DIRECT_MEASUREMENT
     NAME: ClassVar[str] = "Direct Measurement"
@@ -320,7 +375,10 @@ class DirectMeasurement:
 class AccessReport:
     """Type 6: the sender's report on an access network (RFC 8972 §4.6); echoed as received.
 
-    Value: ``ID(4) Resv(4) Return Code(8) Reserved(16)``.
+    Value: ``ID(4) Resv(4) Return Code(8) Reserved(16)``.  Only Access IDs 1 and 2 exist: "a
+    TLV that contains values other than '1' or '2' MUST be discarded", so one cannot be built,
+    and one received decodes as :class:`Unknown`.  The sender retransmits a packet carrying it
+    until the reflector echoes it (:mod:`twamp_common.stamp_access_report`).
     """
 
     TYPE: ClassVar[TlvType] = TlvType.ACCESS_REPORT
@@ -329,8 +387,10 @@ class AccessReport:
     return_code: int = ReturnCode.NETWORK_AVAILABLE
 
     def __post_init__(self) -> None:
-        if not (0 <= self.access_id < 16 and 0 <= self.return_code < 256):
-            raise ValueError("the Access ID is 4 bits and the Return Code 8 bits")
+        if self.access_id not in AccessId._value2member_map_:
+            raise ValueError(f"Access ID {self.access_id}: only 1 (3GPP) and 2 (Non-3GPP) exist")
+        if not 0 <= self.return_code < 256:
+            raise ValueError("the Return Code is 8 bits")
 
     def pack_value(self) -> bytes:
         return struct.pack("!BB2x", self.access_id << 4, self.return_code)
@@ -339,6 +399,10 @@ class AccessReport:
     def from_value(cls, value: bytes) -> Self:
         if len(value) != 4:
             raise _wrong_length(cls.NAME, value, "4")
+        if value[0] >> 4 not in AccessId._value2member_map_:
+            raise RemoteProtocolError(
+                f"Access ID {value[0] >> 4} is neither 1 nor 2", message=f"{cls.NAME} TLV"
+            )
         return cls(value[0] >> 4, value[1])
 
 
@@ -346,9 +410,10 @@ class AccessReport:
 class FollowUpTelemetry:
     """Type 7: when the reflector really sent its previous reply (RFC 8972 §4.7).
 
+    Value: ``Sequence Number(4) Follow-Up Timestamp(8) Timestamp Mode(1) Reserved(3)``.
     ``seq`` is that reply's Sequence Number, ``timestamp`` its transmit time in the reflector's
-    timestamp format, ``mode`` how it was taken (:class:`TimestampMethod`).  All zero: no
-    previous reply, or no better time than the one it carried.
+    timestamp format, ``mode`` how it was taken (:class:`TimestampMethod`).  Zero Sequence
+    Number and timestamp: a stateless reflector (which MUST send zeros), or no previous reply.
     """
 
     TYPE: ClassVar[TlvType] = TlvType.FOLLOW_UP_TELEMETRY
@@ -372,6 +437,9 @@ class FollowUpTelemetry:
 class Hmac:
     """Type 8: HMAC-SHA-256/128 over the Sequence Number and the TLVs before it (RFC 8972 §4.8).
 
+    "HMAC is calculated ... over text as the concatenation of the Sequence Number field of the
+    base STAMP packet and all preceding TLVs", with the session's key (the base packet's).
+
     :func:`twamp_common.stamp.seal_tlvs` computes it; a sender never fills it by hand.
     """
 
@@ -391,7 +459,8 @@ class Hmac:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Unknown:
-    """A TLV this library cannot read: a type it does not know, or a malformed one."""
+    """A TLV this library cannot use: a type it does not know, a malformed one, or one RFC 8972
+    says to discard (an Access Report with an Access ID other than 1 or 2)."""
 
     type: int
     value: bytes

@@ -49,7 +49,7 @@ NTP_SECONDS = 3_900_000_000.25
 T1_NS = ntp_to_ns(int(NTP_SECONDS * 2**32))
 TLV_VALUES = [
     ExtraPadding(b"\x00" * 12),
-    Location.asking(LocationSubType.SOURCE_IPV4, LocationSubType.DESTINATION_IPV4),
+    Location.asking(LocationSubType.SOURCE_IP, LocationSubType.DESTINATION_IP),
     TimestampInformation(),
     ClassOfService(46),
     DirectMeasurement(3),

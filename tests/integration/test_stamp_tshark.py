@@ -37,7 +37,7 @@ OUR_EE = ErrorEstimate(synchronized=False, scale=14, multiplier=200)
 TLV_SETS = [
     [],
     [ClassOfService(46), DirectMeasurement(1)],
-    [TimestampInformation(), FollowUpTelemetry(), Location.asking(LocationSubType.SOURCE_IPV4)],
+    [TimestampInformation(), FollowUpTelemetry(), Location.asking(LocationSubType.SOURCE_IP)],
 ]
 
 

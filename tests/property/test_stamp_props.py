@@ -35,7 +35,7 @@ tlv_values = st.one_of(
     st.builds(stamp_tlv.TimestampInformation, u8, u8, u8, u8, sub_tlvs.map(tuple)),
     st.builds(stamp_tlv.ClassOfService, u6, u6, u2, u2),
     st.builds(stamp_tlv.DirectMeasurement, u32, u32, u32),
-    st.builds(stamp_tlv.AccessReport, st.integers(0, 15), u8),
+    st.builds(stamp_tlv.AccessReport, st.sampled_from(stamp_tlv.AccessId), u8),
     st.builds(stamp_tlv.FollowUpTelemetry, u32, u64, u8),
     st.builds(stamp_tlv.Hmac, st.binary(min_size=16, max_size=16)),
 )
@@ -45,7 +45,7 @@ arrivals = st.builds(
     tos=st.none() | u8,
     source=st.none() | st.tuples(st.sampled_from(["192.0.2.1", "2001:db8::1", "x"]), u16),
     destination=st.none() | st.tuples(st.sampled_from(["::ffff:10.0.0.1", "::1"]), u16),
-    source_mac=st.none() | st.binary(min_size=6, max_size=6),
+    source_mac=st.none() | st.binary(min_size=6, max_size=8),
 )
 configs = st.builds(
     ReflectorConfig,

@@ -16,6 +16,7 @@ from twamp_common.stamp import (
     build_sender_packet,
     parse_reply,
     peek_ssid,
+    tlv_integrity,
 )
 from twamp_common.stamp_tlv import (
     AccessReport,
@@ -152,9 +153,11 @@ def test_authenticated_hmac_covers_octets_0_to_95(wire: bytes) -> None:
 
 TLV_VECTORS = [
     (ExtraPadding(b"\xaa\xbb\xcc"), "80 01 0003 AABBCC"),
+    # Destination Port 862, Source Port 5000, then a Source IPv4 Address sub-TLV (Type 8,
+    # Length 16): the address and 12 MBZ octets (RFC 8972 §4.2.1, Figure 10).
     (
-        Location(862, 5000, (SubTlv(LocationSubType.SOURCE_IPV4, bytes([127, 0, 0, 1])),)),
-        "80 02 000C 035E 1388  00 04 0004 7F000001",
+        Location(862, 5000, (SubTlv(8, bytes([127, 0, 0, 1]) + bytes(12)),)),
+        "80 02 0018 035E 1388  00 08 0010 7F000001 000000000000000000000000",
     ),
     (TimestampInformation(1, 2, 5, 3), "80 03 0004 01 02 05 03"),
     # DSCP1 46 (101110), DSCP2 10 (001010), ECN 01, RP 01: 1011 1000 1010 0101, Reserved.
@@ -174,12 +177,59 @@ def test_tlv_layout(value: stamp_tlv.TlvValue, wire: str) -> None:
     assert stamp_tlv.decode(octets) == (Tlv(TlvFlags.UNRECOGNIZED, value),)
 
 
-def test_location_asking_leaves_room_for_each_answer() -> None:
-    asked = Location.asking(*LocationSubType)
-    octets = stamp_tlv.encode([asked])
-    assert len(octets) == 4 + 4 + sum(4 + kind.size for kind in LocationSubType)
-    assert [s.type for s in asked.sub_tlvs] == [1, 2, 3, 4, 5]
-    assert LocationSubType.SOURCE_MAC.size == 8
+def test_location_sub_tlv_types_are_the_iana_registry() -> None:
+    names = [kind.name for kind in LocationSubType]
+    assert [kind.value for kind in LocationSubType] == list(range(1, 10))
+    assert names == [
+        "SOURCE_MAC", "SOURCE_EUI48", "SOURCE_EUI64",
+        "DESTINATION_IP", "DESTINATION_IPV4", "DESTINATION_IPV6",
+        "SOURCE_IP", "SOURCE_IPV4", "SOURCE_IPV6",
+    ]  # fmt: skip
+    assert [kind.size for kind in LocationSubType] == [8] * 3 + [16] * 6
+    assert [kind.request.value for kind in LocationSubType] == [1, 1, 1, 4, 4, 4, 7, 7, 7]
+    assert [kind.address_size for kind in LocationSubType] == [0, 6, 8, 0, 4, 16, 0, 4, 16]
+
+
+def test_location_asks_with_the_generic_sub_tlvs_all_mbz() -> None:
+    asked = Location.asking(
+        LocationSubType.SOURCE_MAC, LocationSubType.DESTINATION_IP, LocationSubType.SOURCE_IP
+    )
+    assert stamp_tlv.encode([asked]) == hexbytes(
+        "80 02 0038 0000 0000"  # 4 + 12 + 20 + 20 octets
+        " 80 01 0008 0000000000000000"
+        " 80 04 0010 00000000000000000000000000000000"
+        " 80 07 0010 00000000000000000000000000000000"
+    )
+    with pytest.raises(ValueError, match="ask with SOURCE_IP"):
+        Location.asking(LocationSubType.SOURCE_IPV4)
+
+
+def test_location_answers_are_read_without_their_mbz_octets() -> None:
+    location = Location(
+        sub_tlvs=(
+            SubTlv(2, bytes.fromhex("020000aabbcc") + bytes(2)),
+            SubTlv(5, bytes([198, 51, 100, 1]) + bytes(12)),
+            SubTlv(9, bytes(16)),  # unreported: zeros
+        )
+    )
+    assert location.answer(LocationSubType.SOURCE_MAC) == bytes.fromhex("020000aabbcc")
+    assert location.answer(LocationSubType.SOURCE_EUI64) is None
+    assert location.answer(LocationSubType.DESTINATION_IP) == bytes([198, 51, 100, 1])
+    assert location.answer(LocationSubType.DESTINATION_IPV4) == bytes([198, 51, 100, 1])
+    assert location.answer(LocationSubType.SOURCE_IP) is None
+    flagged = Location(sub_tlvs=(SubTlv(1, bytes(8), 0x40), SubTlv(5, b"\x01" * 16)))
+    assert flagged.answer(LocationSubType.DESTINATION_IP) is None  # after an M: not read
+
+
+def test_access_report_ids_other_than_1_or_2_are_discarded() -> None:
+    for access_id in (0, 3, 15):
+        with pytest.raises(ValueError, match="only 1"):
+            AccessReport(access_id, 1)
+        (tlv,) = stamp_tlv.decode(bytes([0x80, 6, 0, 4, access_id << 4, 1, 0, 0]))
+        assert isinstance(tlv.value, Unknown) and "neither 1 nor 2" in tlv.value.reason
+    # Resv and Reserved are ignored on receipt.
+    (tlv,) = stamp_tlv.decode(hexbytes("80 06 0004 1F 02 FFFF"))
+    assert tlv.value == AccessReport(stamp_tlv.AccessId.THREE_GPP, 2)
 
 
 @pytest.mark.parametrize(
@@ -217,9 +267,15 @@ def test_unassigned_flag_bits_are_ignored_on_receipt() -> None:
 def test_tlv_types_and_flags_are_the_registries() -> None:
     assert [t.value for t in stamp_tlv.TlvType] == list(range(1, 9))
     assert (TlvFlags.UNRECOGNIZED, TlvFlags.MALFORMED, TlvFlags.INTEGRITY) == (0x80, 0x40, 0x20)
+    assert [s.value for s in stamp_tlv.SyncSource] == [1, 2, 3, 4, 5]
     assert stamp_tlv.SyncSource.NTP == 1 and stamp_tlv.SyncSource.PTP == 2
+    assert stamp_tlv.SyncSource.LOCAL_FREE_RUNNING == 5
+    assert [m.value for m in stamp_tlv.TimestampMethod] == [1, 2, 3]
     assert stamp_tlv.TimestampMethod.HW_ASSIST == 1
     assert stamp_tlv.TimestampMethod.SW_LOCAL == 2
+    assert stamp_tlv.TimestampMethod.CONTROL_PLANE == 3
+    assert [code.value for code in stamp_tlv.ReturnCode] == [1, 2]
+    assert (stamp_tlv.AccessId.THREE_GPP, stamp_tlv.AccessId.NON_THREE_GPP) == (1, 2)
 
 
 # --- the sender's packet ----------------------------------------------------------------------
@@ -296,3 +352,29 @@ def test_parse_reply_figures_only_from_tlvs_the_reflector_understood() -> None:
     follow_up = reply.follow_up
     assert follow_up is not None
     assert (follow_up.seq, follow_up.t3_ns, follow_up.method) == (8, ntp_to_ns(T3), 1)
+
+
+def test_parse_reply_stops_at_m_and_discards_everything_at_i() -> None:
+    cos = stamp_tlv.encode([ClassOfService(46, 10, 1)], flags=0)
+    counters = stamp_tlv.encode([DirectMeasurement(1, 1, 1)], flags=0)
+    malformed = stamp_tlv.encode([ExtraPadding(b"x")], flags=TlvFlags.MALFORMED)
+    reply = parse_reply(OPEN_REFLECTOR + cos + malformed + counters)
+    assert reply.class_of_service == ClassOfService(46, 10, 1)
+    assert reply.direct_measurement is None  # after the M: not processed
+    assert [tlv.type for tlv in reply.usable_tlvs] == [4]
+    broken = stamp_tlv.encode([ExtraPadding(b"x")], flags=TlvFlags.INTEGRITY)
+    reply = parse_reply(OPEN_REFLECTOR + cos + counters + broken)
+    assert reply.usable_tlvs == () and reply.class_of_service is None
+
+
+def test_a_lone_extra_padding_tlv_needs_no_hmac_tlv_in_authenticated_mode() -> None:
+    base = build_sender_packet(1, T1_NS, error_estimate=EE, authenticated=True, key=KEY)
+    padded = base + stamp_tlv.encode([ExtraPadding(bytes(8))])
+    found = stamp_tlv.frames(padded, 112)
+    assert tlv_integrity(padded, found, authenticated=True, key=KEY) is None
+    two = padded + stamp_tlv.encode([ExtraPadding(bytes(2))])
+    found = stamp_tlv.frames(two, 112)
+    assert tlv_integrity(two, found, authenticated=True, key=KEY) is False
+    cos = base + stamp_tlv.encode([ClassOfService(46)])
+    found = stamp_tlv.frames(cos, 112)
+    assert tlv_integrity(cos, found, authenticated=True, key=KEY) is False

@@ -28,7 +28,7 @@ from twamp_common.stamp_tlv import (
     TimestampInformation,
     TlvFlags,
 )
-from twamp_common.timestamp import ErrorEstimate, ns_to_ntp
+from twamp_common.timestamp import ErrorEstimate, ns_to_ntp, ns_to_ptp
 
 KEY = b"a STAMP session key, 32 octets!!"
 T1, T2, T3 = 1_700_000_000_000_000_000, 1_700_000_000_000_100_000, 1_700_000_000_000_150_000
@@ -160,40 +160,118 @@ def test_understood_tlvs_are_filled_with_flags_clear() -> None:
             DirectMeasurement(9),
             AccessReport(2, 1),
             FollowUpTelemetry(),
-            Location.asking(*LocationSubType),
+            Location.asking(*ASK_ALL),
         ]
     )
-    out = answer(
-        sent, counters=Counters(received=9, transmitted=8), follow_up=FollowUp(4, T2 - 7, 1)
-    )
+    out = answer(sent, counters=Counters(received=9, transmitted=8))
     tlvs = _reply_tlvs(out)
-    assert all(tlv.flags == 0 for tlv in tlvs[:6])
+    assert all(tlv.flags == 0 for tlv in tlvs)
     values = [tlv.value for tlv in tlvs]
     assert values[0] == ExtraPadding(b"\x55" * 8)
     assert values[1] == TimestampInformation(1, 2, 1, 2)  # NTP, SW local
     assert values[2] == ClassOfService(34, 46, 1, 0)
     assert values[3] == DirectMeasurement(9, 9, 8)
     assert values[4] == AccessReport(2, 1)
-    assert values[5] == FollowUpTelemetry(4, ns_to_ntp(T2 - 7), 1)
+    assert values[5] == FollowUpTelemetry()  # stateless: zeros (RFC 8972 §4.7)
     location = values[6]
     assert isinstance(location, Location)
     assert (location.destination_port, location.source_port) == (862, 40000)
-    assert [sub.flags for sub in location.sub_tlvs] == [0, 0, 0x80, 0, 0x80]
     assert location.answer(LocationSubType.SOURCE_MAC) == bytes.fromhex("020000aabbcc")
-    assert location.answer(LocationSubType.DESTINATION_IPV4) == bytes([198, 51, 100, 1])
-    assert location.answer(LocationSubType.SOURCE_IPV4) == bytes([192, 0, 2, 7])
-    assert location.answer(LocationSubType.SOURCE_IPV6) is None  # IPv4 packet: U, zeroed
-    assert location.sub_tlvs[2].value == bytes(16)
+    assert location.answer(LocationSubType.DESTINATION_IP) == bytes([198, 51, 100, 1])
+    assert location.answer(LocationSubType.SOURCE_IP) == bytes([192, 0, 2, 7])
+
+
+#: The three generic sub-TLVs a sender asks with (RFC 8972 §4.2.2).
+ASK_ALL = (LocationSubType.SOURCE_MAC, LocationSubType.DESTINATION_IP, LocationSubType.SOURCE_IP)
+
+
+def test_location_sub_tlvs_are_answered_with_the_specific_types() -> None:
+    out = answer(request(tlvs=[Location.asking(*ASK_ALL)]))
+    assert out[44:] == bytes.fromhex(
+        "00 02 0038 035E 9C40"  # ports 862 and 40000
+        " 00 02 0008 020000AABBCC 0000"  # Source EUI-48 Address, 2 MBZ
+        " 00 05 0010 C6336401 000000000000000000000000"  # Destination IPv4 198.51.100.1
+        " 00 08 0010 C0000207 000000000000000000000000"  # Source IPv4 192.0.2.7
+    )
+
+
+def test_location_over_ipv6_and_with_an_eui_64_source() -> None:
+    v6 = Arrival(
+        source=("2001:db8::7", 1),
+        destination=("2001:db8::1", 862),
+        source_mac=bytes.fromhex("0200aabbccddeeff"),
+    )
+    out = answer(request(tlvs=[Location.asking(*ASK_ALL)]), arrival=v6)
+    assert out[44:] == bytes.fromhex(
+        "00 02 0038 035E 0001"
+        " 00 03 0008 0200AABBCCDDEEFF"  # Source EUI-64 Address
+        " 00 06 0010 20010DB8000000000000000000000001"  # Destination IPv6
+        " 00 09 0010 20010DB8000000000000000000000007"  # Source IPv6
+    )
+
+
+def test_location_without_a_source_mac_or_addresses() -> None:
+    out = answer(request(tlvs=[Location.asking(*ASK_ALL)]), arrival=Arrival())
+    assert out[44:] == bytes.fromhex(
+        "80 02 0038 0000 0000"  # ports unknown: U
+        " 00 03 0008 0000000000000000"  # "MUST zero the EUI-64 field" (§4.2.2)
+        " 80 04 0010 00000000000000000000000000000000"  # no address known: U, still generic
+        " 80 07 0010 00000000000000000000000000000000"
+    )
+
+
+def test_location_sub_tlv_processing_stops_at_a_malformed_one() -> None:
+    subs = (
+        SubTlv(8, bytes(16), 0x80),  # an answer type in a request: not a question
+        SubTlv(4, bytes(8), 0x80),  # Length 8, the type needs 16
+        SubTlv(7, bytes(16), 0x80),  # after the M: returned as received
+    )
+    (tlv,) = _reply_tlvs(answer(request(tlvs=[Location(sub_tlvs=subs)])))
+    assert tlv.flags == 0
+    assert isinstance(tlv.value, Location)
+    assert tlv.value.sub_tlvs == (
+        SubTlv(8, bytes(16), 0x80),
+        SubTlv(4, bytes(8), 0x40),
+        SubTlv(7, bytes(16), 0x80),
+    )
+
+
+def test_follow_up_telemetry_is_filled_in_stateful_mode_only() -> None:
+    previous = FollowUp(4, T2 - 7, 1)
+    sent = request(tlvs=[FollowUpTelemetry()])
+    stateless = _reply_tlvs(answer(sent, follow_up=previous))[0]
+    assert stateless.flags == 0 and stateless.value == FollowUpTelemetry()
+    out = answer(sent, follow_up=previous, state=ReflectorState(), session="s")
+    assert out[44:] == bytes.fromhex("00 07 0010 00000004") + ns_to_ntp(T2 - 7).to_bytes(
+        8, "big"
+    ) + bytes.fromhex("01 000000")
+
+
+def test_follow_up_telemetry_of_a_wrong_length_is_zeroed_and_flagged_m() -> None:
+    sent = request() + bytes.fromhex("80 07 000E" + "11" * 14)
+    out = answer(sent, follow_up=FollowUp(4, T2, 1), state=ReflectorState(), session="s")
+    assert out[44:] == bytes.fromhex("40 07 000E" + "00" * 12 + "1111")
+
+
+def test_access_report_is_echoed_and_an_invalid_access_id_flagged_u() -> None:
+    sent = request() + bytes.fromhex("80 06 0004 2F 01 ABCD")  # Resv and Reserved not zero
+    assert answer(sent)[44:] == bytes.fromhex("00 06 0004 20 01 0000")
+    for access_id in ("00", "30", "F0"):
+        sent = request() + bytes.fromhex(f"80 06 0004 {access_id} 01 0000")
+        assert answer(sent)[44:] == bytes.fromhex(f"80 06 0004 {access_id} 01 0000")
 
 
 def test_class_of_service_asks_the_reply_dscp_within_policy() -> None:
-    sent = request(tlvs=[ClassOfService(46)])
-    assert reflect(sent, t2_ns=T2, config=CONFIG, arrival=ARRIVAL).reply_dscp == 46
+    sent = request(tlvs=[ClassOfService(34)])
+    reflection = reflect(sent, t2_ns=T2, config=CONFIG, arrival=ARRIVAL)
+    assert reflection.reply_dscp == 34
+    # DSCP1 34 (100010), DSCP2 46 (101110), ECN 01, RP 0: 1000 1010 1110 0100.
+    assert reflection.finish(T3)[44:] == bytes.fromhex("00 04 0004 8AE4 0000")
     strict = ReflectorConfig(OUR_EE, permitted_dscp=frozenset({0, 10}))
     reflection = reflect(sent, t2_ns=T2, config=strict, arrival=ARRIVAL)
-    assert reflection.reply_dscp is None
-    (tlv,) = _reply_tlvs(reflection.finish(T3))
-    assert tlv.value == ClassOfService(46, 46, 1, rp=1)
+    assert reflection.reply_dscp == 46  # refused: the DSCP the request arrived with
+    # RP 1: 1000 1010 1110 0101.
+    assert reflection.finish(T3)[44:] == bytes.fromhex("00 04 0004 8AE5 0000")
 
 
 def test_stateful_direct_measurement_counts_itself() -> None:
@@ -234,13 +312,13 @@ def test_unknown_sub_tlvs_are_flagged_u() -> None:
     assert [sub.flags for sub in tlv.value.sub_tlvs] == [0x80, 0x40]  # unknown; wrong length
 
 
-def test_length_wrong_for_the_type_is_flagged_m_and_processing_goes_on() -> None:
+def test_length_wrong_for_the_type_is_flagged_m_and_processing_stops() -> None:
     bad_cos = bytes.fromhex("8004000200 00".replace(" ", ""))
-    good = stamp_tlv.encode([DirectMeasurement(1)])
-    out = answer(request() + bad_cos + good, counters=Counters(1, 1))
+    rest = stamp_tlv.encode([DirectMeasurement(1), ClassOfService(46)])
+    out = answer(request() + bad_cos + rest, counters=Counters(1, 1))
     assert out[44] == TlvFlags.MALFORMED
-    assert out[44:50][1:] == bad_cos[1:]
-    assert _reply_tlvs(out)[1].flags == 0
+    assert out[45:50] == bad_cos[1:]
+    assert out[50:] == rest  # "copy the remainder of the received extended STAMP packet"
 
 
 def test_overrunning_tlv_is_flagged_m_and_nothing_grows() -> None:
@@ -315,15 +393,23 @@ def test_rfc_8762_only_reflector_copies_the_extension_untouched() -> None:
     assert _reply_tlvs(out)[0].flags == TlvFlags.UNRECOGNIZED  # what the sender learns
 
 
-def test_ipv6_and_mapped_addresses_fill_the_location_tlv() -> None:
-    sent = request(tlvs=[Location.asking(LocationSubType.SOURCE_IPV6, LocationSubType.SOURCE_IPV4)])
-    v6 = Arrival(source=("2001:db8::7", 1), destination=("2001:db8::1", 862))
-    location = _reply_tlvs(answer(sent, arrival=v6))[0].value
-    assert isinstance(location, Location)
-    assert location.answer(LocationSubType.SOURCE_IPV6) == bytes.fromhex(
-        "20010db8000000000000000000000007"
-    )
+def test_ipv4_mapped_addresses_are_answered_as_ipv4() -> None:
+    sent = request(tlvs=[Location.asking(LocationSubType.SOURCE_IP)])
     mapped = Arrival(source=("::ffff:192.0.2.7", 1), destination=("::ffff:192.0.2.1", 862))
     location = _reply_tlvs(answer(sent, arrival=mapped))[0].value
     assert isinstance(location, Location)
-    assert location.answer(LocationSubType.SOURCE_IPV4) == bytes([192, 0, 2, 7])
+    assert location.sub_tlvs[0].type == LocationSubType.SOURCE_IPV4
+    assert location.answer(LocationSubType.SOURCE_IP) == bytes([192, 0, 2, 7])
+
+
+def test_a_ptp_reflector_writes_t2_t3_and_the_follow_up_timestamp_in_ptp_format() -> None:
+    ptp = ReflectorConfig(ErrorEstimate(synchronized=True, scale=0, multiplier=1, ptp=True))
+    sent = request(tlvs=[FollowUpTelemetry()])
+    out = answer(sent, ptp, follow_up=FollowUp(4, T2 - 7, 1), state=ReflectorState(), session="s")
+    assert out[4:12] == ns_to_ptp(T3).to_bytes(8, "big")
+    assert out[16:24] == ns_to_ptp(T2).to_bytes(8, "big")
+    assert out[52:60] == ns_to_ptp(T2 - 7).to_bytes(8, "big")
+    reply = parse_reply(out)
+    assert (reply.t2_ns, reply.t3_ns) == (T2, T3)
+    follow_up = reply.follow_up
+    assert follow_up is not None and follow_up.t3_ns == T2 - 7
