@@ -41,6 +41,7 @@ from twamp_common.test_packets import (
 from twamp_common.timestamp import ns_to_ntp
 
 from .activation import is_dual_stack
+from .sessions import LightSenders
 
 #: Receive buffer asked of the kernel: a few ms of a 100k packets/s flow, so that a short
 #: scheduling stall of this process loses nothing.
@@ -121,8 +122,11 @@ class TestSession:
 class Reflector:
     """The UDP side of the server: sockets, the session table, the reflect loop."""
 
-    def __init__(self, on_failure: Callable[[BaseException], None]) -> None:
-        """``on_failure`` is called, on the reflector thread, if that thread dies of a bug."""
+    def __init__(
+        self, on_failure: Callable[[BaseException], None], light: LightSenders | None = None
+    ) -> None:
+        """``on_failure`` is called, on the reflector thread, if that thread dies of a bug;
+        ``light`` admits TWAMP Light senders (none without it)."""
         self._on_failure = on_failure
         self._lock = threading.Lock()
         self._epoll = select.epoll()
@@ -148,16 +152,10 @@ class Reflector:
         self._ended: dict[tuple[str, int], float] = {}
         #: REFWAIT in seconds, set by the daemon.
         self.refwait = 300.0
-        #: Admission test for TWAMP Light senders (address -> allowed), set by the daemon.
-        self.light_allowed: Callable[[str], bool] = lambda _address: False
-        #: Most TWAMP Light senders tracked at once (each holds a sequence counter), and from
-        #: one address: one host using many source ports must not fill the table.
-        self.light_capacity = 0
-        self.light_per_address = 0
+        #: Who may be a TWAMP Light sender, and how many are: the session table's counts.
+        self.light = light or LightSenders()
         #: Whether Light requests shorter than the reply (41 octets) are reflected anyway.
         self.light_short = False
-        self.light_sessions = 0
-        self._light_by_address: dict[str, int] = {}
         #: Called (on the reflector thread) with the reason and the sender of a dropped Light
         #: packet, at most once per REPORT_INTERVAL per sender address and reason; set by the
         #: daemon to log it.
@@ -285,11 +283,7 @@ class Reflector:
             self._ended = {k: t for k, t in self._ended.items() if now - t < self.refwait}
             self._ended[session.peer] = now
             if not session.sid:
-                self.light_sessions -= 1
-                host = session.peer[0]
-                self._light_by_address[host] -= 1
-                if not self._light_by_address[host]:
-                    del self._light_by_address[host]
+                self.light.release(session.peer[0])
             port = session.local_port
             if port in self._permanent_ports or any(
                 other.local_port == port for other in self._sessions.values()
@@ -344,16 +338,9 @@ class Reflector:
     def _light_session(self, port: int, sender: Address, now: float) -> TestSession | None:
         if port not in self._light_ports:
             return None
-        if not self.light_allowed(sender[0]):
-            self._report("sender not in light_allow", sender, now)
-            return None
-        if self.light_sessions >= self.light_capacity:
-            self._report(f"light table full ({self.light_capacity} senders)", sender, now)
-            return None
-        held = self._light_by_address.get(sender[0], 0)
-        if held >= self.light_per_address:
-            reason = f"{self.light_per_address} light senders from this address already"
-            self._report(reason, sender, now)
+        refusal = self.light.admit(sender[0])
+        if refusal is not None:
+            self._report(refusal, sender, now)
             return None
         session = TestSession(
             sid=b"",
@@ -365,8 +352,6 @@ class Reflector:
             no_amplification=not self.light_short,
         )
         self._sessions[session.key] = session
-        self.light_sessions += 1
-        self._light_by_address[sender[0]] = held + 1
         return session
 
     def _report(self, reason: str, sender: Address, now: float) -> None:
