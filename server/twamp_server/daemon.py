@@ -27,7 +27,7 @@ from .control_server import Server
 from .logs import report_suppressed
 from .notify import Notifier
 from .reflector import Reflector
-from .sessions import LightSenders, Policy, Sessions
+from .sessions import Policy, Sessions
 
 #: Seconds between REFWAIT sweeps and clock-state refreshes.
 TICK = 1.0
@@ -47,7 +47,7 @@ class Daemon:
         self.log = log
         self.notifier = notifier or Notifier()
         self.loop = asyncio.get_running_loop()
-        self.reflector = Reflector(self._reflector_failed, LightSenders())
+        self.reflector = Reflector(self._reflector_failed)
         self.sessions = Sessions(_policy(config), self.reflector, log)
         self.server = Server(config, self.reflector, self.sessions, log)
         self.listeners: list[asyncio.Server] = []
@@ -121,7 +121,6 @@ class Daemon:
         config = self.config
         self.reflector.light_short = config.light_short_requests
         self.reflector.on_light_drop = self._light_dropped
-        self.reflector.refwait = config.session_timeout_seconds
 
     def _light_dropped(self, reason: str, sender: tuple[str, int]) -> None:
         """On the reflector thread: log on the event loop, which owns the log."""

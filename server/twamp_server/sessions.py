@@ -8,23 +8,30 @@ the sockets, as :func:`twamp_server.admission.judge` is: :meth:`Sessions.connect
 and :meth:`LightSenders.admit` answer in words, and ``expire`` takes ``now`` so that a test can
 run it on a clock of its own.
 
-Threads: Light senders appear on the reflector thread; :class:`LightSenders` is only changed
-under the reflector's lock (``admit`` from its hot path, ``release`` from ``Reflector.remove``),
-and its count is a single integer the event loop reads.
+Threads: Light senders appear, and NAT senders latch, on the reflector thread;
+:class:`LightSenders` and :class:`Latches` are only changed under the reflector's lock (from its
+hot path and from ``Reflector.add``/``remove``), and the Light count is a single integer the
+event loop reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any, Protocol
+
+from twamp_common.crypto import TestPacketProtection
+from twamp_common.errors import ProtocolError
 
 if TYPE_CHECKING:
     from .reflector import Reflector, TestSession
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
+#: (address, port) of a sender.
+Address = tuple[str, int]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,6 +126,84 @@ class LightSenders:
             del self._by_address[address]
 
 
+class Latches:
+    """Which session a packet from an unannounced sender port may latch onto.
+
+    Behind a NAT the sender's source port is not the one in Request-TW-Session; such a session
+    waits here (``add``) until its first packet or its end settles its port for good.
+    """
+
+    def __init__(self) -> None:
+        #: REFWAIT in seconds: a sender port that served a session this recently is never
+        #: latched onto.
+        self.refwait = 300.0
+        #: Sessions that have not received a packet yet, by (local port, sender address), in
+        #: acceptance order: the only ones a packet from an unannounced port may latch onto.
+        self._waiting: dict[tuple[int, str], list[TestSession]] = {}
+        #: (sender address, sender port) of ended sessions -> when they ended.
+        self._ended: dict[Address, float] = {}
+
+    def add(self, session: TestSession) -> None:
+        """A new session; it may latch if its request showed a NAT (``latchable``)."""
+        if session.latchable:
+            self._waiting.setdefault((session.local_port, session.peer[0]), []).append(session)
+
+    def settle(self, session: TestSession) -> None:
+        """``session`` received its first packet, or ended: its sender port is known for good."""
+        session.latchable = False
+        where = (session.local_port, session.peer[0])
+        waiting = self._waiting.get(where, [])
+        if session in waiting:
+            waiting.remove(session)
+            if not waiting:
+                del self._waiting[where]
+
+    def ended(self, session: TestSession, now: float) -> None:
+        """``session`` ended at ``now``: its sender port is kept from latching for REFWAIT."""
+        self.settle(session)
+        self._ended = {k: t for k, t in self._ended.items() if now - t < self.refwait}
+        self._ended[session.peer] = now
+
+    def find(
+        self,
+        port: int,
+        sender: Address,
+        data: bytes,
+        now: float,
+        in_use: Callable[[Address], bool],
+    ) -> TestSession | None:
+        """The session the packet ``data`` from ``sender`` to ``port`` may latch onto, settled.
+
+        A session may take the new port only when all of these hold: its request showed a NAT
+        (a Sender Address that is neither zero nor the control peer's); it is started and has
+        heard nothing yet; the port is not (``in_use``), and was not within REFWAIT, the sender
+        port of another session of that address (a stopped session's sender that keeps
+        sending, a second session's sender); and exactly one such session fits the packet: its
+        HMAC verifies (authenticated modes) or its length is the requested one.  When two
+        could, neither does.  The address itself is never re-learnt, so replies still go only
+        to the control peer.
+        """
+        waiting = self._waiting.get((port, sender[0]))
+        if not waiting:
+            return None
+        if now - self._ended.get(sender, -math.inf) < self.refwait or in_use(sender):
+            return None
+        fitting = [
+            session
+            for session in waiting
+            if session.started
+            and (
+                _authentic(session.protection, data)
+                if session.protection is not None
+                else session.request_length in (0, len(data))
+            )
+        ]
+        if len(fitting) != 1:
+            return None
+        self.settle(fitting[0])
+        return fitting[0]
+
+
 class Sessions:
     """The control connections and their test sessions; the Light senders of ``reflector``."""
 
@@ -131,6 +216,7 @@ class Sessions:
     def apply(self, policy: Policy) -> None:
         """Hold the table to ``policy`` from now on (start, reload); nothing running is ended."""
         self.policy = policy
+        self.reflector.latches.refwait = policy.refwait
         light = self.reflector.light
         light.allowed = policy.light_allowed
         light.capacity = policy.light_capacity
@@ -253,3 +339,12 @@ class Sessions:
             light_senders=self.reflector.light.count,
             reflected=self.reflector.total_reflected,
         )
+
+
+def _authentic(protection: TestPacketProtection, data: bytes) -> bool:
+    """Whether ``data`` is a sender packet whose HMAC verifies with ``protection``'s keys."""
+    try:
+        protection.open_sender(data)
+    except ProtocolError:
+        return False
+    return True

@@ -19,7 +19,7 @@ from support import free_port, ping, sender_socket
 from twamp_server.config import Config
 from twamp_server.reflector import Reflector
 from twamp_server.reflector import TestSession as Session
-from twamp_server.sessions import LightSenders, Policy, Sessions
+from twamp_server.sessions import Latches, LightSenders, Policy, Sessions
 
 REFWAIT = 10.0
 
@@ -76,7 +76,7 @@ def policy(**changes: Any) -> Policy:
 
 @pytest.fixture
 def reflector() -> Iterator[Reflector]:
-    reflector = Reflector(lambda error: pytest.fail(f"reflector failed: {error!r}"), LightSenders())
+    reflector = Reflector(lambda error: pytest.fail(f"reflector failed: {error!r}"))
     yield reflector
     reflector.close()
 
@@ -235,3 +235,45 @@ def test_light_senders_are_admitted_by_address_and_in_all() -> None:
     light.release("192.0.2.1")
     assert light.count == 2
     assert light.admit("192.0.2.3") is None
+
+
+def unused(_sender: tuple[str, int]) -> bool:
+    """No other session receives from that sender."""
+    return False
+
+
+def natted(number: int, **fields: Any) -> Session:
+    """A started session whose request showed a NAT: its sender port may be re-learnt."""
+    return session(number, 0.0, started=True, latchable=True, request_length=14, **fields)
+
+
+def test_a_natted_session_latches_onto_the_one_packet_that_fits() -> None:
+    latches = Latches()
+    waiting = natted(1)
+    latches.add(waiting)
+    real = ("192.0.2.1", 50000)
+    assert latches.find(863, real, bytes(20), 1.0, unused) is None  # not the requested length
+    assert latches.find(863, real, bytes(14), 1.0, lambda _sender: True) is None  # in use
+    assert latches.find(863, real, bytes(14), 1.0, unused) is waiting
+    assert not waiting.latchable
+    assert latches.find(863, real, bytes(14), 1.0, unused) is None  # settled for good
+
+
+def test_two_sessions_that_could_latch_both_stay_as_they_are() -> None:
+    latches = Latches()
+    first, second = natted(1), natted(2)
+    latches.add(first)
+    latches.add(second)
+    assert latches.find(863, ("192.0.2.1", 50000), bytes(14), 1.0, unused) is None
+    assert first.latchable and second.latchable
+
+
+def test_a_port_that_ended_a_session_is_not_latched_onto_within_refwait() -> None:
+    latches = Latches()
+    latches.refwait = REFWAIT
+    gone = session(1, 0.0)
+    latches.ended(gone, 100.0)
+    waiting = natted(2)
+    latches.add(waiting)
+    assert latches.find(863, gone.peer, bytes(14), 110.0 - 1e-6, unused) is None
+    assert latches.find(863, gone.peer, bytes(14), 110.0, unused) is waiting
