@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twamp_common.codes import SECURE_CONTROL_MODES, Accept, Mode, mode_name
@@ -42,11 +44,11 @@ from twamp_common.timestamp import ns_to_ntp, ntp_interval_to_ns
 
 from .admission import Limits, judge, normalise
 from .backoff import Backoff
-from .config import Config
 from .derivations import Derivations
+from .keystore import KeyStore
 from .logs import printable
 from .reflector import Reflector, TestSession
-from .sessions import Sessions
+from .sessions import IPAddress, IPNetwork, Sessions
 
 #: Failed authentications a network may have before it is backed off (an address: none).
 NETWORK_FREE_FAILURES = 8
@@ -56,11 +58,30 @@ FEATURES = Mode.INDIVIDUAL_SESSION_CONTROL
 READ_SIZE = 65536
 
 
-class Server:
-    """What every control connection shares: configuration, reflector, the session table."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class ControlPolicy:
+    """What TWAMP-Control needs of the daemon's configuration."""
 
-    def __init__(self, config: Config, reflector: Reflector, sessions: Sessions, log: Any) -> None:
-        self.config = config
+    modes: Mode
+    keys: KeyStore
+    pbkdf2_count: int
+    #: Seconds a connection may take to set up, or stay without a session.
+    idle_timeout: float
+    #: SERVWAIT, seconds.
+    control_timeout: float
+    #: The network an address is counted in for the backoff of failed authentications.
+    network_of: Callable[[IPAddress], IPNetwork]
+    limits: Limits
+
+
+class Server:
+    """What every control connection shares: its policy, the reflector, the session table."""
+
+    def __init__(
+        self, policy: ControlPolicy, reflector: Reflector, sessions: Sessions, log: Any
+    ) -> None:
+        #: Replaced by the daemon on a reload.
+        self.policy = policy
         self.reflector = reflector
         self.sessions = sessions
         self.log = log
@@ -73,17 +94,6 @@ class Server:
         #: Failed authentications by client address and by network.
         self.address_failures = Backoff(0)
         self.network_failures = Backoff(NETWORK_FREE_FAILURES)
-
-    @property
-    def limits(self) -> Limits:
-        config = self.config
-        return Limits(
-            test_port=config.test_port,
-            max_sessions=config.max_sessions,
-            max_sessions_per_client=config.max_sessions_per_client,
-            max_sessions_per_network=config.max_sessions_per_network,
-            test_ports=config.test_ports,
-        )
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """asyncio.start_server callback: serve one control connection to its end."""
@@ -125,11 +135,11 @@ class ControlConnection:
         refusal = self.server.sessions.connection_refusal(self)
         if refusal is not None:
             return Mode(0), refusal
-        return self.server.config.modes | FEATURES, None
+        return self.server.policy.modes | FEATURES, None
 
     async def run(self) -> None:
         modes, refusal = self._offered_modes()
-        control = ServerControl(modes, count=self.server.config.pbkdf2_count)
+        control = ServerControl(modes, count=self.server.policy.pbkdf2_count)
         self.control = control
         outcome = "closed by client"
         try:
@@ -158,8 +168,8 @@ class ControlConnection:
             )
 
     def _idle_timeout(self) -> float:
-        config = self.server.config
-        return min(config.idle_timeout, config.control_timeout)
+        policy = self.server.policy
+        return min(policy.idle_timeout, policy.control_timeout)
 
     def idle(self, now: float) -> str | None:
         """How this connection ends if it has been silent too long at ``now``, else None.
@@ -175,7 +185,7 @@ class ControlConnection:
             return "idle (no session, idle_timeout)" if silent > self._idle_timeout() else None
         if self._sessions_running():
             return None
-        return "idle (SERVWAIT)" if silent > self.server.config.control_timeout else None
+        return "idle (SERVWAIT)" if silent > self.server.policy.control_timeout else None
 
     def _sessions_running(self) -> bool:
         """Whether a test session runs (started, not stopped): RFC 5357 §3.1 suspends SERVWAIT
@@ -223,7 +233,7 @@ class ControlConnection:
         if not setup.mode & SECURE_CONTROL_MODES or control.setup_refusal():
             return None  # no derivation
         server = self.server
-        network = server.config.network_of(self.peer)
+        network = server.policy.network_of(self.peer)
         wait = max(
             server.address_failures.refused_for(self.peer, now),
             server.network_failures.refused_for(network, now),
@@ -240,12 +250,12 @@ class ControlConnection:
             await self.writer.drain()
             self.log.warning("control connection refused", mode=int(setup.mode), reason=refusal)
             return False
-        secret = server.config.keys.get(setup.key_id) if setup.key_id else None
+        secret = server.policy.keys.get(setup.key_id) if setup.key_id else None
         # PBKDF2 costs milliseconds: keep it off the loop that reflects packets.
         data, accepted = await server.derivations.run(control.start, secret, server.start_time)
         if not accepted and not control.setup_refusal():
             server.address_failures.failed(self.peer, now)
-            server.network_failures.failed(server.config.network_of(self.peer), now)
+            server.network_failures.failed(server.policy.network_of(self.peer), now)
         self.writer.write(data)
         await self.writer.drain()
         # The KeyID names the client's identity in the secure modes; it is not a secret, but it
@@ -309,7 +319,7 @@ class ControlConnection:
             authenticated=authenticated,
             control_peer=self.peer,
             control_local=self.local,
-            limits=server.limits,
+            limits=server.policy.limits,
             running_total=held.total,
             running_for_client=held.by_client,
             running_for_network=held.by_network,

@@ -22,8 +22,9 @@ from twamp_common.clock import read_clock_state
 from twamp_common.version import installed_version
 
 from .activation import HandedSockets
+from .admission import Limits
 from .config import Config, ConfigError, load_config
-from .control_server import Server
+from .control_server import ControlPolicy, Server
 from .logs import report_suppressed
 from .notify import Notifier
 from .reflector import Reflector
@@ -48,8 +49,8 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.loop = asyncio.get_running_loop()
         self.reflector = Reflector(self._reflector_failed)
-        self.sessions = Sessions(_policy(config), self.reflector, log)
-        self.server = Server(config, self.reflector, self.sessions, log)
+        self.sessions = Sessions(_table_policy(config), self.reflector, log)
+        self.server = Server(_control_policy(config), self.reflector, self.sessions, log)
         self.listeners: list[asyncio.Server] = []
         self.stopping = asyncio.Event()
         self._reloads: set[asyncio.Task[None]] = set()
@@ -184,8 +185,8 @@ class Daemon:
                     "these settings apply only after a restart", settings=" ".join(kept)
                 )
             self.config = new
-            self.server.config = new
-            self.sessions.apply(_policy(new))
+            self.server.policy = _control_policy(new)
+            self.sessions.apply(_table_policy(new))
             self._apply_light_policy()
             for warning in new.warnings:
                 self.log.warning(warning)
@@ -241,7 +242,26 @@ class Daemon:
         self.log.info("twamp-server stopped")
 
 
-def _policy(config: Config) -> Policy:
+def _control_policy(config: Config) -> ControlPolicy:
+    """What TWAMP-Control needs of ``config``."""
+    return ControlPolicy(
+        modes=config.modes,
+        keys=config.keys,
+        pbkdf2_count=config.pbkdf2_count,
+        idle_timeout=config.idle_timeout,
+        control_timeout=config.control_timeout,
+        network_of=config.network_of,
+        limits=Limits(
+            test_port=config.test_port,
+            max_sessions=config.max_sessions,
+            max_sessions_per_client=config.max_sessions_per_client,
+            max_sessions_per_network=config.max_sessions_per_network,
+            test_ports=config.test_ports,
+        ),
+    )
+
+
+def _table_policy(config: Config) -> Policy:
     """What the session table needs of ``config``."""
     return Policy(
         max_connections=config.max_connections,
