@@ -49,8 +49,8 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.loop = asyncio.get_running_loop()
         self.reflector = Reflector(self._reflector_failed)
-        self.sessions = Sessions(_table_policy(config), self.reflector, log)
-        self.server = Server(_control_policy(config), self.reflector, self.sessions, log)
+        self.sessions = Sessions(table_policy(config), self.reflector, log)
+        self.server = Server(control_policy(config), self.reflector, self.sessions, log)
         self.listeners: list[asyncio.Server] = []
         self.stopping = asyncio.Event()
         self._reloads: set[asyncio.Task[None]] = set()
@@ -185,8 +185,8 @@ class Daemon:
                     "these settings apply only after a restart", settings=" ".join(kept)
                 )
             self.config = new
-            self.server.policy = _control_policy(new)
-            self.sessions.apply(_table_policy(new))
+            self.server.policy = control_policy(new)
+            self.sessions.apply(table_policy(new))
             self._apply_light_policy()
             for warning in new.warnings:
                 self.log.warning(warning)
@@ -242,7 +242,7 @@ class Daemon:
         self.log.info("twamp-server stopped")
 
 
-def _control_policy(config: Config) -> ControlPolicy:
+def control_policy(config: Config) -> ControlPolicy:
     """What TWAMP-Control needs of ``config``."""
     return ControlPolicy(
         modes=config.modes,
@@ -261,7 +261,7 @@ def _control_policy(config: Config) -> ControlPolicy:
     )
 
 
-def _table_policy(config: Config) -> Policy:
+def table_policy(config: Config) -> Policy:
     """What the session table needs of ``config``."""
     return Policy(
         max_connections=config.max_connections,

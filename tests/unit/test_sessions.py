@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from support import free_port, ping, sender_socket
 from twamp_server.config import Config
+from twamp_server.daemon import table_policy
 from twamp_server.reflector import Reflector
 from twamp_server.reflector import TestSession as Session
 from twamp_server.sessions import Latches, LightSenders, Policy, Sessions
@@ -58,20 +59,13 @@ class Connection:
 
 
 def policy(**changes: Any) -> Policy:
-    config = Config(light_ports=(1,), **changes)
-    return Policy(
-        max_connections=config.max_connections,
-        max_connections_per_client=config.max_connections_per_client,
-        max_connections_per_network=config.max_connections_per_network,
-        max_idle_connections=config.max_idle_connections,
-        reserved_connections=config.reserved_connections,
-        refwait=REFWAIT,
-        network_of=config.network_of,
-        client_allowed=config.client_allowed,
-        light_allowed=lambda address: address == "127.0.0.1",
-        light_capacity=3,
-        light_per_address=2,
-    )
+    """The daemon's policy for a configuration with REFWAIT and TWAMP Light from loopback."""
+    settings: dict[str, Any] = {
+        "session_timeout": REFWAIT / 60,
+        "light_ports": (1,),
+        "_light_allow": (IPv4Network("127.0.0.1/32"),),
+    }
+    return table_policy(Config(**(settings | changes)))
 
 
 @pytest.fixture
