@@ -1,4 +1,4 @@
-"""The server's configuration file and its keys file, read and checked in full before any bind.
+"""The server's configuration file, read and checked in full (its keys file too) before any bind.
 
 The configuration is the section-less ``key = value`` file users already have (a ``[server]``
 header is accepted too).  Every value is checked here, once, so that the daemon never meets a bad
@@ -6,9 +6,7 @@ one: a mistake stops the start (or a SIGHUP reload) with one :class:`ConfigError
 names the file, the line, the key, the bad value and what is allowed.  Things that work but look
 wrong become :attr:`Config.warnings` instead.
 
-The keys file holds the secrets shared with Control-Clients (RFC 4656 §3.1: a KeyID and the
-passphrase PBKDF2 turns into keys).  It must not be open to every user, and no error or ``repr``
-ever shows a secret.
+Where the keys file is (``keys_file``) is decided here; reading it is :mod:`.keystore`'s.
 """
 
 from __future__ import annotations
@@ -18,17 +16,17 @@ import difflib
 import io
 import ipaddress
 import math
-import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import TypeVar
 
-from twamp_common import keys
 from twamp_common.codes import SECURE_CONTROL_MODES, SECURITY_MODES, Mode
-from twamp_common.errors import TwampError
+
+from .errors import ConfigError
+from .keystore import KeyStore, decode, read_keys
 
 #: Where the daemon looks when ``--config`` is not given.
 DEFAULT_PATH = Path("/etc/twamp/twamp-server.conf")
@@ -105,79 +103,6 @@ IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 _T = TypeVar("_T")
 _SEPARATORS = re.compile(r"[\s,]+")
-
-
-class ConfigError(TwampError):
-    """A configuration or keys file that cannot be used, said in one sentence.
-
-    ``path`` and ``line`` locate the problem, ``key`` and ``value`` are what was written there
-    (``value`` is never a secret) and ``allowed`` says what would have been accepted.
-    """
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        path: Path | None = None,
-        line: int | None = None,
-        key: str | None = None,
-        value: str | None = None,
-        allowed: str | None = None,
-    ) -> None:
-        self.reason = reason
-        self.path = path
-        self.line = line
-        self.key = key
-        self.value = value
-        self.allowed = allowed
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = str(self.path) if self.path is not None else ""
-        if self.line is not None:
-            where = f"{where}:{self.line}" if where else f"line {self.line}"
-        subject = self.key or ""
-        if self.key is not None and self.value is not None:
-            shown = self.value.replace("\n", " ")
-            subject = f'{self.key} = "{shown}"'
-        text = ": ".join(part for part in (where, subject, self.reason) if part)
-        return f"{text}; allowed: {self.allowed}" if self.allowed else text
-
-
-class KeyStore:
-    """The shared secrets by KeyID; its ``repr`` counts them and never shows one."""
-
-    __slots__ = ("_secrets",)
-
-    def __init__(self, secrets: Mapping[bytes, bytes] | None = None) -> None:
-        self._secrets = dict(secrets or {})
-
-    def get(self, key_id: bytes) -> bytes | None:
-        """The secret of ``key_id`` (the KeyID octets, NUL padding stripped), or None."""
-        return self._secrets.get(key_id)
-
-    def key_ids(self) -> tuple[bytes, ...]:
-        """The KeyIDs held, for logs (the secrets stay in here)."""
-        return tuple(self._secrets)
-
-    def __len__(self) -> int:
-        return len(self._secrets)
-
-    def __contains__(self, key_id: object) -> bool:
-        return key_id in self._secrets
-
-    def __eq__(self, other: object) -> bool:
-        # A reload compares the old and new store to log whether the keys changed.
-        if not isinstance(other, KeyStore):
-            return NotImplemented
-        return self._secrets == other._secrets
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self._secrets.items()))
-
-    def __repr__(self) -> str:
-        count = len(self._secrets)
-        return f"KeyStore({count} key{'' if count == 1 else 's'})"
 
 
 # Every address of both families, as the file's default says; not a hidden default bind.
@@ -541,39 +466,6 @@ class _Settings:
 # Keys file.
 
 
-def _decode(data: bytes, path: Path | None) -> str:
-    try:
-        return keys.decode(data)
-    except keys.KeysFileError as error:
-        raise ConfigError(error.reason, path=path, line=error.line) from None
-
-
-def parse_keys(text: str, path: Path | None = None) -> KeyStore:
-    """The secrets of a keys file's text (format: :mod:`twamp_common.keys`), as a KeyStore;
-    errors name the file and the line, never a secret."""
-    try:
-        entries = keys.parse_keys(text)
-    except keys.KeysFileError as error:
-        raise ConfigError(error.reason, path=path, line=error.line, allowed=error.allowed) from None
-    return KeyStore({entry.key_id: entry.secret for entry in entries})
-
-
-def read_keys(path: Path) -> KeyStore:
-    """The keys file at ``path``; OSError if it cannot be read, ConfigError if it is unsafe.
-
-    The mode is checked on the open file, so the file checked is the file read.
-    """
-    with path.open("rb") as file:
-        mode = os.fstat(file.fileno()).st_mode
-        if mode & 0o007:
-            what = "readable" if mode & 0o004 else "accessible"
-            raise ConfigError(
-                f"is {what} by every user (mode {mode & 0o777:04o}); chmod 640 it", path=path
-            )
-        data = file.read()
-    return parse_keys(_decode(data, path), path)
-
-
 def _load_keys(settings: _Settings) -> tuple[KeyStore, Path | None]:
     value = settings.values.get("keys_file")
     if value is not None and not value.strip():
@@ -790,7 +682,7 @@ def load_config(path: Path) -> Config:
         data = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"cannot read: {error.strerror}", path=path) from None
-    return parse_config(_decode(data, path), path)
+    return parse_config(decode(data, path), path)
 
 
 __all__ = [
@@ -798,9 +690,6 @@ __all__ = [
     "DEFAULT_PATH",
     "Config",
     "ConfigError",
-    "KeyStore",
     "load_config",
     "parse_config",
-    "parse_keys",
-    "read_keys",
 ]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import time
-from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from twamp_common.codes import SECURE_CONTROL_MODES, Accept, Mode, mode_name
@@ -43,10 +44,11 @@ from twamp_common.timestamp import ns_to_ntp, ntp_interval_to_ns
 
 from .admission import Limits, judge, normalise
 from .backoff import Backoff
-from .config import Config
 from .derivations import Derivations
+from .keystore import KeyStore
 from .logs import printable
 from .reflector import Reflector, TestSession
+from .sessions import IPAddress, IPNetwork, Sessions
 
 #: Failed authentications a network may have before it is backed off (an address: none).
 NETWORK_FREE_FAILURES = 8
@@ -56,14 +58,33 @@ FEATURES = Mode.INDIVIDUAL_SESSION_CONTROL
 READ_SIZE = 65536
 
 
-class Server:
-    """What every control connection shares: configuration, reflector, the session census."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class ControlPolicy:
+    """What TWAMP-Control needs of the daemon's configuration."""
 
-    def __init__(self, config: Config, reflector: Reflector, log: Any) -> None:
-        self.config = config
+    modes: Mode
+    keys: KeyStore
+    pbkdf2_count: int
+    #: Seconds a connection may take to set up, or stay without a session.
+    idle_timeout: float
+    #: SERVWAIT, seconds.
+    control_timeout: float
+    #: The network an address is counted in for the backoff of failed authentications.
+    network_of: Callable[[IPAddress], IPNetwork]
+    limits: Limits
+
+
+class Server:
+    """What every control connection shares: its policy, the reflector, the session table."""
+
+    def __init__(
+        self, policy: ControlPolicy, reflector: Reflector, sessions: Sessions, log: Any
+    ) -> None:
+        #: Replaced by the daemon on a reload.
+        self.policy = policy
         self.reflector = reflector
+        self.sessions = sessions
         self.log = log
-        self.connections: set[ControlConnection] = set()
         #: Cleared on SIGTERM: new connections are then greeted with Modes 0.
         self.accepting = True
         #: Start-Time of Server-Start: when this server instance started (RFC 4656 §3.1).
@@ -74,78 +95,14 @@ class Server:
         self.address_failures = Backoff(0)
         self.network_failures = Backoff(NETWORK_FREE_FAILURES)
 
-    @property
-    def limits(self) -> Limits:
-        config = self.config
-        return Limits(
-            test_port=config.test_port,
-            max_sessions=config.max_sessions,
-            max_sessions_per_client=config.max_sessions_per_client,
-            max_sessions_per_network=config.max_sessions_per_network,
-            test_ports=config.test_ports,
-        )
-
-    def session_count(self) -> int:
-        return sum(len(connection.sessions) for connection in self.connections)
-
-    def sessions_by_client(self) -> Counter[str]:
-        counts: Counter[str] = Counter()
-        for connection in self.connections:
-            counts[connection.peer_text] += len(connection.sessions)
-        return counts
-
-    def sessions_in(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
-        """Test sessions held by connections from one network."""
-        return sum(
-            len(connection.sessions)
-            for connection in self.connections
-            if connection.peer in network
-        )
-
-    def connections_from(self, peer_text: str) -> int:
-        """Control connections open from one (normalised) client address, a new one included."""
-        return sum(1 for connection in self.connections if connection.peer_text == peer_text)
-
-    def connections_in(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
-        """Control connections open from one network, a new one included."""
-        return sum(1 for connection in self.connections if connection.peer in network)
-
-    def idle_connections(self) -> int:
-        """Control connections holding no session (set-up unfinished included), a new one
-        included."""
-        return sum(1 for connection in self.connections if not connection.sessions)
-
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """asyncio.start_server callback: serve one control connection to its end."""
         connection = ControlConnection(self, reader, writer)
-        self.connections.add(connection)
+        self.sessions.add_connection(connection)
         try:
             await connection.run()
         finally:
-            self.connections.discard(connection)
-
-    def end_session(self, connection: ControlConnection, session: TestSession, why: str) -> None:
-        """Stop reflecting for ``session``, free its slot and log its counters."""
-        if connection.sessions.pop(session.sid, None) is None:
-            return
-        self.reflector.remove(session)
-        self.log.info(
-            "session ended",
-            peer=connection.peer_text,
-            sid=session.sid.hex(),
-            reason=why,
-            **session.counters(),
-        )
-
-    def expire_idle(self, now: float) -> None:
-        """REFWAIT: end sessions that have been silent longer than ``session_timeout``."""
-        limit = self.config.session_timeout_seconds
-        for connection in list(self.connections):
-            for session in list(connection.sessions.values()):
-                if session.stop_deadline is not None and now > session.stop_deadline:
-                    self.end_session(connection, session, "stopped")
-                elif now - session.last_seen > limit:
-                    self.end_session(connection, session, f"no packet for {limit:g} s (REFWAIT)")
+            self.sessions.remove_connection(connection)
 
 
 class ControlConnection:
@@ -165,40 +122,24 @@ class ControlConnection:
         self.log = server.log.bind(peer=self.peer_text, peer_port=peer[1])
         self.sessions: dict[bytes, TestSession] = {}
         self.control: ServerControl | None = None
-        #: Why the server itself ended this connection (shutdown), for the log line.
-        self.closed_by_server: str | None = None
+        #: How the server itself ended this connection (silence, shutdown), for the log line.
+        self.ended: str | None = None
+        #: When the client last sent anything: for idle_timeout and SERVWAIT.
+        self.last_heard = time.monotonic()
         #: Set-up must be over by then however slowly the octets drip in (half-open defence).
-        self._setup_deadline = time.monotonic() + self._idle_timeout()
+        self._setup_deadline = self.last_heard + self._idle_timeout()
 
     def _offered_modes(self) -> tuple[Mode, str | None]:
-        config = self.server.config
         if not self.server.accepting:
             return Mode(0), "server is shutting down"
-        total = len(self.server.connections)
-        if total > config.max_connections:
-            return Mode(0), f"max_connections ({config.max_connections}) reached"
-        network = config.network_of(self.peer)
-        # A client of a network that holds nothing yet is served while slots remain, whatever
-        # others hold: neither the reserve nor the idle budget is closed to it.
-        newcomer = self.server.connections_in(network) == 1
-        if not newcomer and total > config.max_connections - config.reserved_connections:
-            reserved = config.reserved_connections
-            return Mode(0), f"reserved_connections ({reserved}) kept for other networks"
-        if not newcomer and self.server.idle_connections() > config.max_idle_connections:
-            return Mode(0), f"max_idle_connections ({config.max_idle_connections}) reached"
-        if self.server.connections_from(self.peer_text) > config.max_connections_per_client:
-            limit = config.max_connections_per_client
-            return Mode(0), f"max_connections_per_client ({limit}) reached"
-        if self.server.connections_in(network) > config.max_connections_per_network:
-            limit = config.max_connections_per_network
-            return Mode(0), f"max_connections_per_network ({limit}) reached for {network}"
-        if not config.client_allowed(self.peer):
-            return Mode(0), "client address not in allow"
-        return config.modes | FEATURES, None
+        refusal = self.server.sessions.connection_refusal(self)
+        if refusal is not None:
+            return Mode(0), refusal
+        return self.server.policy.modes | FEATURES, None
 
     async def run(self) -> None:
         modes, refusal = self._offered_modes()
-        control = ServerControl(modes, count=self.server.config.pbkdf2_count)
+        control = ServerControl(modes, count=self.server.policy.pbkdf2_count)
         self.control = control
         outcome = "closed by client"
         try:
@@ -210,20 +151,13 @@ class ControlConnection:
             outcome = await self._serve(control)
         except ProtocolError as error:
             outcome = f"protocol error: {error}"
-        except TimeoutError:
-            if control.phase is not Phase.OPEN:
-                outcome = "timed out (set-up)"
-            elif not self.sessions:
-                outcome = "idle (no session, idle_timeout)"
-            else:
-                outcome = "idle (SERVWAIT)"
         except (ConnectionError, OSError) as error:
             outcome = f"connection lost: {error.__class__.__name__}"
         finally:
-            if self.closed_by_server is not None:
-                outcome = f"closed by server: {self.closed_by_server}"
+            if self.ended is not None:
+                outcome = self.ended
             for session in list(self.sessions.values()):
-                self.server.end_session(self, session, "control connection closed")
+                self.server.sessions.end(self, session, "control connection closed")
             self.writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await self.writer.wait_closed()
@@ -234,17 +168,24 @@ class ControlConnection:
             )
 
     def _idle_timeout(self) -> float:
-        config = self.server.config
-        return min(config.idle_timeout, config.control_timeout)
+        policy = self.server.policy
+        return min(policy.idle_timeout, policy.control_timeout)
 
-    def _read_timeout(self, control: ServerControl) -> float:
-        """What is left of idle_timeout during set-up; idle_timeout while the connection holds
-        no session (it must not keep a slot for SERVWAIT asking for nothing); else SERVWAIT."""
-        if control.phase is not Phase.OPEN:
-            return max(0.0, self._setup_deadline - time.monotonic())
+    def idle(self, now: float) -> str | None:
+        """How this connection ends if it has been silent too long at ``now``, else None.
+
+        Set-up must be over by its deadline; a connection holding no session has idle_timeout
+        (it must not keep a slot for SERVWAIT asking for nothing); else SERVWAIT.
+        """
+        control = self.control
+        if control is None or control.phase is not Phase.OPEN:
+            return "timed out (set-up)" if now > self._setup_deadline else None
+        silent = now - self.last_heard
         if not self.sessions:
-            return self._idle_timeout()
-        return self.server.config.control_timeout
+            return "idle (no session, idle_timeout)" if silent > self._idle_timeout() else None
+        if self._sessions_running():
+            return None
+        return "idle (SERVWAIT)" if silent > self.server.policy.control_timeout else None
 
     def _sessions_running(self) -> bool:
         """Whether a test session runs (started, not stopped): RFC 5357 §3.1 suspends SERVWAIT
@@ -253,27 +194,23 @@ class ControlConnection:
             session.started and session.stop_deadline is None for session in self.sessions.values()
         )
 
-    def close(self, reason: str) -> None:
-        """End this connection from the server's side (shutdown); ``run`` logs ``reason``."""
-        self.closed_by_server = reason
+    def end(self, outcome: str) -> None:
+        """End this connection from the server's side; ``run`` logs ``outcome``."""
+        if self.ended is None:
+            self.ended = outcome
         self.writer.close()
 
-    async def _read(self, control: ServerControl) -> bytes:
-        """The next octets from the client; TimeoutError once it was silent too long."""
-        while True:
-            try:
-                return await asyncio.wait_for(
-                    self.reader.read(READ_SIZE), self._read_timeout(control)
-                )
-            except TimeoutError:
-                if control.phase is not Phase.OPEN or not self._sessions_running():
-                    raise
+    async def _read(self) -> bytes:
+        """The next octets from the client (the session table ends a silent connection)."""
+        data = await self.reader.read(READ_SIZE)
+        self.last_heard = time.monotonic()
+        return data
 
     async def _serve(self, control: ServerControl) -> str:
         while True:
             event = control.next_event()
             if event is NEED_DATA:
-                data = await self._read(control)
+                data = await self._read()
                 control.receive_data(data)
                 continue
             if isinstance(event, ConnectionClosed):
@@ -296,7 +233,7 @@ class ControlConnection:
         if not setup.mode & SECURE_CONTROL_MODES or control.setup_refusal():
             return None  # no derivation
         server = self.server
-        network = server.config.network_of(self.peer)
+        network = server.policy.network_of(self.peer)
         wait = max(
             server.address_failures.refused_for(self.peer, now),
             server.network_failures.refused_for(network, now),
@@ -313,12 +250,12 @@ class ControlConnection:
             await self.writer.drain()
             self.log.warning("control connection refused", mode=int(setup.mode), reason=refusal)
             return False
-        secret = server.config.keys.get(setup.key_id) if setup.key_id else None
+        secret = server.policy.keys.get(setup.key_id) if setup.key_id else None
         # PBKDF2 costs milliseconds: keep it off the loop that reflects packets.
         data, accepted = await server.derivations.run(control.start, secret, server.start_time)
         if not accepted and not control.setup_refusal():
             server.address_failures.failed(self.peer, now)
-            server.network_failures.failed(server.config.network_of(self.peer), now)
+            server.network_failures.failed(server.policy.network_of(self.peer), now)
         self.writer.write(data)
         await self.writer.drain()
         # The KeyID names the client's identity in the secure modes; it is not a secret, but it
@@ -376,15 +313,16 @@ class ControlConnection:
     ) -> AcceptSession:
         server = self.server
         authenticated = bool(control.mode & (Mode.AUTHENTICATED | Mode.ENCRYPTED))
+        held = server.sessions.held(self)
         verdict = judge(
             request,
             authenticated=authenticated,
             control_peer=self.peer,
             control_local=self.local,
-            limits=server.limits,
-            running_total=server.session_count(),
-            running_for_client=server.sessions_by_client()[self.peer_text],
-            running_for_network=server.sessions_in(server.config.network_of(self.peer)),
+            limits=server.policy.limits,
+            running_total=held.total,
+            running_for_client=held.by_client,
+            running_for_network=held.by_network,
             port_usable=self._port_usable,
             sender_taken=lambda port, peer: server.reflector.taken((port, *peer)),
             timeout=ntp_interval_to_ns(request.timeout) / 1e9,
@@ -405,8 +343,7 @@ class ControlConnection:
             latchable=verdict.nat,
             request_length=SENDER_HEADER_SIZE[authenticated] + request.padding_length,
         )
-        self.sessions[sid] = session
-        server.reflector.add(session)
+        server.sessions.add(self, session)
         self.log.info(
             "session accepted",
             sid=sid.hex(),

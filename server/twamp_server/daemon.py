@@ -22,11 +22,13 @@ from twamp_common.clock import read_clock_state
 from twamp_common.version import installed_version
 
 from .activation import HandedSockets
+from .admission import Limits
 from .config import Config, ConfigError, load_config
-from .control_server import Server
+from .control_server import ControlPolicy, Server
 from .logs import report_suppressed
 from .notify import Notifier
-from .reflector import Reflector, TestSession
+from .reflector import Reflector
+from .sessions import Policy, Sessions
 
 #: Seconds between REFWAIT sweeps and clock-state refreshes.
 TICK = 1.0
@@ -47,7 +49,8 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.loop = asyncio.get_running_loop()
         self.reflector = Reflector(self._reflector_failed)
-        self.server = Server(config, self.reflector, log)
+        self.sessions = Sessions(table_policy(config), self.reflector, log)
+        self.server = Server(control_policy(config), self.reflector, self.sessions, log)
         self.listeners: list[asyncio.Server] = []
         self.stopping = asyncio.Event()
         self._reloads: set[asyncio.Task[None]] = set()
@@ -117,14 +120,8 @@ class Daemon:
 
     def _apply_light_policy(self) -> None:
         config = self.config
-        self.reflector.light_allowed = config.light_allowed
-        self.reflector.light_capacity = (
-            config.max_sessions * LIGHT_SESSIONS_PER_SLOT if config.light_ports else 0
-        )
-        self.reflector.light_per_address = config.light_senders_per_address
         self.reflector.light_short = config.light_short_requests
         self.reflector.on_light_drop = self._light_dropped
-        self.reflector.refwait = config.session_timeout_seconds
 
     def _light_dropped(self, reason: str, sender: tuple[str, int]) -> None:
         """On the reflector thread: log on the event loop, which owns the log."""
@@ -188,7 +185,8 @@ class Daemon:
                     "these settings apply only after a restart", settings=" ".join(kept)
                 )
             self.config = new
-            self.server.config = new
+            self.server.policy = control_policy(new)
+            self.sessions.apply(table_policy(new))
             self._apply_light_policy()
             for warning in new.warnings:
                 self.log.warning(warning)
@@ -200,8 +198,7 @@ class Daemon:
         next_watchdog = time.monotonic()
         while True:
             now = time.monotonic()
-            self.server.expire_idle(now)
-            self._expire_light(now)
+            self.sessions.expire(now)
             report_suppressed(self.log)
             if now >= next_status:
                 self._refresh_clock()
@@ -213,56 +210,72 @@ class Daemon:
                 next_watchdog = now + interval
             await asyncio.sleep(min(TICK, interval or TICK))
 
-    def _expire_light(self, now: float) -> None:
-        limit = self.config.session_timeout_seconds
-        for session in self.reflector.light_senders():
-            if now - session.last_seen > limit:
-                self._end_light(session, f"no packet for {limit:g} s")
-
-    def _end_light(self, session: TestSession, reason: str) -> None:
-        self.reflector.remove(session)
-        self.log.info(
-            "light session ended",
-            peer=session.peer[0],
-            peer_port=session.peer[1],
-            reason=reason,
-            **session.counters(),
-        )
-
     def _refresh_clock(self) -> None:
         self.reflector.error_estimate = read_clock_state().error_estimate().to_wire()
 
     def status_text(self) -> str:
         """The STATUS= line: connections, sessions, and the reflected packet rate."""
         now = time.monotonic()
+        held = self.sessions.snapshot()
         then, count = self._last_status
-        total = self.reflector.total_reflected
-        rate = (total - count) / (now - then) if now > then else 0.0
-        self._last_status = (now, total)
-        sessions = [s for c in self.server.connections for s in c.sessions.values()]
-        running = sum(1 for session in sessions if session.started)
+        rate = (held.reflected - count) / (now - then) if now > then else 0.0
+        self._last_status = (now, held.reflected)
         return (
-            f"{len(self.server.connections)} control connections, {len(sessions)} sessions"
-            f" ({running} running), {self.reflector.light_sessions} light senders,"
+            f"{held.connections} control connections, {held.sessions} sessions"
+            f" ({held.running} running), {held.light_senders} light senders,"
             f" {rate:.0f} packets/s reflected"
         )
 
     async def shutdown(self) -> None:
         """Refuse new work, end every connection and session, close every socket."""
         self.notifier.stopping()
-        self.log.info("twamp-server stopping", connections=len(self.server.connections))
+        self.log.info("twamp-server stopping", connections=self.sessions.snapshot().connections)
         self.server.accepting = False
         for listener in self.listeners:
             listener.close()
-        for connection in list(self.server.connections):
-            connection.close("server stopping")
+        self.sessions.end_connections("server stopping")
         deadline = time.monotonic() + SHUTDOWN_GRACE
-        while self.server.connections and time.monotonic() < deadline:
+        while self.sessions.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for session in self.reflector.light_senders():
-            self._end_light(session, "server stopping")
+        self.sessions.end_light_senders("server stopping")
         self.reflector.close()
         self.log.info("twamp-server stopped")
+
+
+def control_policy(config: Config) -> ControlPolicy:
+    """What TWAMP-Control needs of ``config``."""
+    return ControlPolicy(
+        modes=config.modes,
+        keys=config.keys,
+        pbkdf2_count=config.pbkdf2_count,
+        idle_timeout=config.idle_timeout,
+        control_timeout=config.control_timeout,
+        network_of=config.network_of,
+        limits=Limits(
+            test_port=config.test_port,
+            max_sessions=config.max_sessions,
+            max_sessions_per_client=config.max_sessions_per_client,
+            max_sessions_per_network=config.max_sessions_per_network,
+            test_ports=config.test_ports,
+        ),
+    )
+
+
+def table_policy(config: Config) -> Policy:
+    """What the session table needs of ``config``."""
+    return Policy(
+        max_connections=config.max_connections,
+        max_connections_per_client=config.max_connections_per_client,
+        max_connections_per_network=config.max_connections_per_network,
+        max_idle_connections=config.max_idle_connections,
+        reserved_connections=config.reserved_connections,
+        refwait=config.session_timeout_seconds,
+        network_of=config.network_of,
+        client_allowed=config.client_allowed,
+        light_allowed=config.light_allowed,
+        light_capacity=config.max_sessions * LIGHT_SESSIONS_PER_SLOT if config.light_ports else 0,
+        light_per_address=config.light_senders_per_address,
+    )
 
 
 def _family_unavailable(error: OSError, wildcard: bool) -> bool:

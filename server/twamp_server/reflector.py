@@ -4,7 +4,9 @@ One :class:`Reflector` owns the UDP sockets (the shared ``test_port``, ports tha
 for, TWAMP Light ports) and a table of :class:`TestSession` keyed by (local port, sender address,
 sender port).  A packet is reflected only when it matches a session that was accepted and
 started, and only back to the address it came from, which is always the address of the
-client's control connection: the reflector can never be aimed at a third party.
+client's control connection: the reflector can never be aimed at a third party.  Who may be
+a TWAMP Light sender, and which session a NAT-rewritten sender port may latch onto, the session
+table decides (:mod:`twamp_server.sessions`); the reflector asks it from the hot path.
 
 Timing: the receive time T2 is the kernel's (SO_TIMESTAMPNS), not the moment Python woke up;
 the send time T3 is read immediately before ``sendto``.  Per packet there is no logging and no
@@ -22,7 +24,6 @@ fields of a :class:`TestSession` that both sides touch are single attribute writ
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import select
 import socket
@@ -41,6 +42,7 @@ from twamp_common.test_packets import (
 from twamp_common.timestamp import ns_to_ntp
 
 from .activation import is_dual_stack
+from .sessions import Latches, LightSenders
 
 #: Receive buffer asked of the kernel: a few ms of a 100k packets/s flow, so that a short
 #: scheduling stall of this process loses nothing.
@@ -140,24 +142,13 @@ class Reflector:
         self._permanent_ports: set[int] = set()
         self._light_ports: set[int] = set()
         self._sessions: dict[SessionKey, TestSession] = {}
-        #: Sessions that have not received a packet yet, by (local port, sender address), in
-        #: acceptance order: the only ones a packet from an unannounced port may latch onto.
-        self._unlatched: dict[tuple[int, str], list[TestSession]] = {}
-        #: (sender address, sender port) of ended sessions -> when they ended: a port that
-        #: belonged to another session within REFWAIT is never latched onto.
-        self._ended: dict[tuple[str, int], float] = {}
-        #: REFWAIT in seconds, set by the daemon.
-        self.refwait = 300.0
-        #: Admission test for TWAMP Light senders (address -> allowed), set by the daemon.
-        self.light_allowed: Callable[[str], bool] = lambda _address: False
-        #: Most TWAMP Light senders tracked at once (each holds a sequence counter), and from
-        #: one address: one host using many source ports must not fill the table.
-        self.light_capacity = 0
-        self.light_per_address = 0
+        #: Which sessions a packet from an unannounced sender port may latch onto (NAT); the
+        #: session table sets its REFWAIT.
+        self.latches = Latches()
+        #: Who may be a TWAMP Light sender, and how many are: the session table's counts.
+        self.light = LightSenders()
         #: Whether Light requests shorter than the reply (41 octets) are reflected anyway.
         self.light_short = False
-        self.light_sessions = 0
-        self._light_by_address: dict[str, int] = {}
         #: Called (on the reflector thread) with the reason and the sender of a dropped Light
         #: packet, at most once per REPORT_INTERVAL per sender address and reason; set by the
         #: daemon to log it.
@@ -254,22 +245,7 @@ class Reflector:
     def add(self, session: TestSession) -> None:
         with self._lock:
             self._sessions[session.key] = session
-            if session.latchable:
-                where = (session.local_port, session.peer[0])
-                self._unlatched.setdefault(where, []).append(session)
-
-    def _settle(self, session: TestSession) -> None:
-        """``session`` received its first packet, or ended: its sender port is known for good.
-
-        The caller holds ``_lock``.
-        """
-        session.latchable = False
-        where = (session.local_port, session.peer[0])
-        waiting = self._unlatched.get(where, [])
-        if session in waiting:
-            waiting.remove(session)
-            if not waiting:
-                del self._unlatched[where]
+            self.latches.add(session)
 
     def taken(self, key: SessionKey) -> bool:
         """Whether a session already receives from that sender on that port."""
@@ -280,16 +256,9 @@ class Reflector:
         with self._lock:
             if self._sessions.get(session.key) is session:
                 del self._sessions[session.key]
-            self._settle(session)
-            now = time.monotonic()
-            self._ended = {k: t for k, t in self._ended.items() if now - t < self.refwait}
-            self._ended[session.peer] = now
+            self.latches.ended(session, time.monotonic())
             if not session.sid:
-                self.light_sessions -= 1
-                host = session.peer[0]
-                self._light_by_address[host] -= 1
-                if not self._light_by_address[host]:
-                    del self._light_by_address[host]
+                self.light.release(session.peer[0])
             port = session.local_port
             if port in self._permanent_ports or any(
                 other.local_port == port for other in self._sessions.values()
@@ -303,57 +272,26 @@ class Reflector:
             return list(self._sessions.values())
 
     def _latch(self, port: int, sender: Address, data: bytes, now: float) -> TestSession | None:
-        """The session a packet from an unannounced sender port belongs to, if one can be told.
-
-        Behind a NAT the sender's source port is not the one in Request-TW-Session.  A session
-        may take the new port only when all of these hold: its request showed a NAT (a Sender
-        Address that is neither zero nor the control peer's); it is started and has heard
-        nothing yet; the port is not, and was not within REFWAIT, the sender port of another
-        session of that address (a stopped session's sender that keeps sending, a second
-        session's sender); and exactly one such session fits the packet: its HMAC verifies
-        (authenticated modes) or its length is the requested one.  When two could, neither
-        does.  The address itself is never re-learnt, so replies still go only to the control
-        peer.
-        """
-        waiting = self._unlatched.get((port, sender[0]))
-        if not waiting:
+        """The session a packet from an unannounced sender port belongs to (see
+        :meth:`Latches.find`), now known by that port; the caller holds ``_lock``."""
+        session = self.latches.find(port, sender, data, now, self._sender_in_use)
+        if session is None:
             return None
-        if now - self._ended.get(sender, -math.inf) < self.refwait or any(
-            key[1] == sender[0] and key[2] == sender[1] for key in self._sessions
-        ):
-            return None
-        fitting = [
-            session
-            for session in waiting
-            if session.started
-            and (
-                _authentic(session.protection, data)
-                if session.protection is not None
-                else session.request_length in (0, len(data))
-            )
-        ]
-        if len(fitting) != 1:
-            return None
-        session = fitting[0]
         del self._sessions[session.key]
-        self._settle(session)
         session.peer = sender
         self._sessions[session.key] = session
         return session
 
+    def _sender_in_use(self, sender: Address) -> bool:
+        """Whether a session, on any port, receives from ``sender``."""
+        return any(key[1] == sender[0] and key[2] == sender[1] for key in self._sessions)
+
     def _light_session(self, port: int, sender: Address, now: float) -> TestSession | None:
         if port not in self._light_ports:
             return None
-        if not self.light_allowed(sender[0]):
-            self._report("sender not in light_allow", sender, now)
-            return None
-        if self.light_sessions >= self.light_capacity:
-            self._report(f"light table full ({self.light_capacity} senders)", sender, now)
-            return None
-        held = self._light_by_address.get(sender[0], 0)
-        if held >= self.light_per_address:
-            reason = f"{self.light_per_address} light senders from this address already"
-            self._report(reason, sender, now)
+        refusal = self.light.admit(sender[0])
+        if refusal is not None:
+            self._report(refusal, sender, now)
             return None
         session = TestSession(
             sid=b"",
@@ -365,8 +303,6 @@ class Reflector:
             no_amplification=not self.light_short,
         )
         self._sessions[session.key] = session
-        self.light_sessions += 1
-        self._light_by_address[sender[0]] = held + 1
         return session
 
     def _report(self, reason: str, sender: Address, now: float) -> None:
@@ -425,7 +361,7 @@ class Reflector:
             host = host[7:]
         session = self._sessions.get((port, host, address[1]))
         if session is not None and session.latchable:
-            self._settle(session)
+            self.latches.settle(session)
         elif session is None:
             sender = (host, address[1])
             session = self._latch(port, sender, data, now) or self._light_session(port, sender, now)
@@ -496,15 +432,6 @@ class Reflector:
         session.seq = (session.seq + 1) & 0xFFFF_FFFF
         session.reflected += 1
         self.total_reflected += 1
-
-
-def _authentic(protection: TestPacketProtection, data: bytes) -> bool:
-    """Whether ``data`` is a sender packet whose HMAC verifies with ``protection``'s keys."""
-    try:
-        protection.open_sender(data)
-    except ProtocolError:
-        return False
-    return True
 
 
 #: SO_RCVBUFFORCE and SO_SNDBUFFORCE (asm-generic/socket.h): buffer sizes beyond the sysctl

@@ -20,12 +20,10 @@ from twamp_server.config import (
     KNOWN_KEYS,
     Config,
     ConfigError,
-    KeyStore,
     load_config,
     parse_config,
-    parse_keys,
-    read_keys,
 )
+from twamp_server.keystore import KeyStore, parse_keys, read_keys
 
 USERS_FILE = "control_port = 862\ntest_port = 863\nmax_sessions = 100\nsession_timeout = 5\n"
 SHIPPED = Path(__file__).resolve().parents[2] / "etc" / "twamp" / "twamp-server.conf"
