@@ -53,6 +53,13 @@ def _source(worker: int, attempt: int) -> str:
     return f"127.{10 + 25 * worker + network // 256 % 25}.{network % 256}.{1 + attempt % 8}"
 
 
+def _derivation_cpu() -> float:
+    """CPU seconds of one key derivation at the flood's count, on this thread."""
+    begun = time.thread_time()
+    derive_key(SECRET, os.urandom(16), COUNT)
+    return time.thread_time() - begun
+
+
 def test_a_derivation_flood_from_many_networks_is_capped_and_others_are_served(
     tmp_path: Path,
 ) -> None:
@@ -107,11 +114,10 @@ def test_a_derivation_flood_from_many_networks_is_capped_and_others_are_served(
     refusals = [line for line in lines if line.get("event") == "control connection refused"]
     assert any("key derivations" in str(line.get("reason")) for line in refusals)
     # What the flood's derivations cost: each failed one is a line; one derivation's CPU time
-    # measured here, on the same machine and library.
+    # measured here, on the same machine and library: the least of five, since a loaded
+    # machine only ever adds to one reading.
     derived = sum(line.get("reason") == "authentication failed" for line in refusals)
-    begun = time.thread_time()
-    derive_key(SECRET, os.urandom(16), COUNT)
-    cost = time.thread_time() - begun
+    cost = min(_derivation_cpu() for _ in range(5))
     # Half a core in the long run and a quarter-second burst, with room for noise: an
     # uncapped flood keeps the derivation thread busy for the whole `elapsed`.
     assert derived * cost < 1.3 * (0.25 + 0.5 * elapsed), (derived, cost, elapsed)
