@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from twamp_common.clock import read_clock_state
+from twamp_common.service import Notifier
 from twamp_common.version import installed_version
 
 from .activation import HandedSockets
 from .config import Config, ConfigError, load_config
 from .control_server import Server
 from .logs import report_suppressed
-from .notify import Notifier
 from .reflector import Reflector, TestSession
 
 #: Seconds between REFWAIT sweeps and clock-state refreshes.

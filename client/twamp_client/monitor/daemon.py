@@ -21,6 +21,7 @@ import time
 from types import FrameType
 
 from twamp_common.ipfix import DOCUMENTATION_PEN
+from twamp_common.service import ConfigError, Notifier
 
 from ..control_session import ClientError
 from ..engine import Engine
@@ -29,11 +30,10 @@ from ..measurement import Measurement
 from ..reports.ipfix import record as ipfix_record
 from ..sockets import reserve_descriptors
 from . import config as config_module
-from .config import ConfigError, MonitorConfig, TargetConfig
+from .config import MonitorConfig, TargetConfig
 from .history import Writer
 from .logs import Log
 from .metrics import Metrics
-from .notify import Notifier
 from .scheduler import Slot, due, first_slot, next_wake
 
 #: Seconds between two STATUS updates after runs (500 targets must not flood systemd).
