@@ -13,14 +13,16 @@ them).  After a warm-up of one period (every target has begun), a window of ``--
   T1_0 + k x 20 ms, the run's earliest packet taken as on time); goal p99 <= 1 ms;
 * loss over every run that sent in the window; goal 0 %;
 * RSS (the peak VmRSS sampled through the window, and VmHWM); goal <= 150 MB;
-* ``/metrics`` answer time, fetched every half second through the window; goal <= 100 ms;
+* ``/metrics`` answer time, fetched every ``--scrape`` seconds through the window (as a
+  Prometheus would scrape it: a fetch takes CPU from the daemon too); goal <= 100 ms;
 * SIGHUP with one target changed, half-way through the window: the largest gap between two
   consecutive packets of every other target within 1 s of the reload, against the largest in
   a quiet 2 s earlier in the same window; goal: the reload adds no gap (at most 1 ms more
-  than the quiet window's), and no other target's run restarted or cut short.  How long the changed
-  target's run in progress went on sending after the SIGHUP is shown too.
+  than the quiet window's), and no other target's run restarted or cut short.  The reload's
+  time (SIGHUP to READY=1) is shown too, and whether the changed target's run in progress was
+  cancelled (a cancelled run leaves no result, so the records cannot show it).
 
-    .venv/bin/python bench/monitor.py [--seconds 30] [--targets 500] [--every 10]
+    .venv/bin/python bench/monitor.py [--seconds 30] [--targets 500] [--every 10] [--scrape 5]
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class RunRecord:
     count: int
     sent: int
     lost: int
+    #: Lost on the way out and back (None where not told apart), and replies that came after
+    #: their packet was given up (counted lost).
+    forward_lost: int | None
+    reverse_lost: int | None
+    late: int
     #: T1 of every packet sent, by sequence number (Unix ns; the kernel's send time).
     send_times: array.array[int]
     #: (sequence number, T1 the packet carried) of each first reply.
@@ -97,6 +104,9 @@ class RecordingDaemon(Daemon):
             measurement.test.count,
             summary.sent if summary is not None else 0,
             summary.lost if summary is not None else 0,
+            summary.forward_lost if summary is not None else None,
+            summary.reverse_lost if summary is not None else None,
+            outcome.late if outcome is not None else 0,
             array.array("q", outcome.send_times if outcome is not None else ()),
             carried,
         )
@@ -150,10 +160,14 @@ class Observed:
     rss_kib: int
     hwm_kib: int
     reload_at: int | None
+    #: SIGHUP to READY=1, ms.
+    reload_ms: float | None
     log: str
 
 
-def observe(port: int, targets: int, seconds: float, every: float, reload: bool) -> Observed:
+def observe(
+    port: int, targets: int, seconds: float, every: float, scrape: float, *, reload: bool
+) -> Observed:
     """A daemon with ``targets`` targets: warm-up, the window (with a reload half-way when
     asked), then the runs in progress at its end are waited for and the daemon stopped."""
     work = Path(tempfile.mkdtemp(prefix="twamp-bench-monitor-"))
@@ -174,9 +188,10 @@ def observe(port: int, targets: int, seconds: float, every: float, reload: bool)
         time.sleep(every)  # every target's first run has begun
         fetches: list[float] = []
         peak = 0
-        reload_at = None
+        reload_at = reload_ms = None
         start_wall, start_cpu = time.time_ns(), cpu_ns(daemon.pid)
         end = time.monotonic() + seconds
+        scrape_at = time.monotonic()
         half = time.monotonic() + seconds / 2
         while (now := time.monotonic()) < end:
             if reload and reload_at is None and now >= half:
@@ -184,9 +199,15 @@ def observe(port: int, targets: int, seconds: float, every: float, reload: bool)
                     f"[target {CHANGED}]\n", f"[target {CHANGED}]\nlabels = bench=changed\n"
                 )
                 config.write_text(changed)
-                reload_at = time.time_ns()
+                notify.messages.clear()
+                reload_at, sighup = time.time_ns(), time.monotonic()
                 daemon.send_signal(signal.SIGHUP)
-            fetches.append(fetch_ms(metrics))
+                notify.wait_for("READY=1", timeout=30)
+                reload_ms = (time.monotonic() - sighup) * 1000
+            # No fetch in the quiet window or around the reload: their gaps are the reload's.
+            if now >= scrape_at and not (reload and half - 4.5 <= now <= half + 1.5):
+                fetches.append(fetch_ms(metrics))
+                scrape_at = now + scrape
             peak = max(peak, rss_now(daemon.pid))
             time.sleep(max(0.0, min(0.5, end - time.monotonic())))
         end_wall, end_cpu = time.time_ns(), cpu_ns(daemon.pid)
@@ -215,6 +236,7 @@ def observe(port: int, targets: int, seconds: float, every: float, reload: bool)
         peak,
         hwm,
         reload_at,
+        reload_ms,
         log.read_text(),
     )
 
@@ -252,6 +274,8 @@ class Figures:
     lateness_p99: float
     loss_percent: float
     lost: int
+    #: Where: "N out, M back, K late replies".
+    lost_where: str
     failed: list[str]
     metrics_max_ms: float
     metrics_p50_ms: float
@@ -277,6 +301,9 @@ def figures(seen: Observed, *, exclude: str | None = None) -> Figures:
         lateness_p99=percentile(late, 99),
         loss_percent=100 * lost / sent if sent else 100.0,
         lost=lost,
+        lost_where=f"{sum(run.forward_lost or 0 for run in active)} on the way out,"
+        f" {sum(run.reverse_lost or 0 for run in active)} back,"
+        f" {sum(run.late for run in active)} replies late",
         failed=[f"{run.target}: {run.error}" for run in active if run.error],
         metrics_max_ms=max(seen.metrics_ms, default=float("nan")),
         metrics_p50_ms=percentile(seen.metrics_ms, 50),
@@ -291,9 +318,10 @@ class Reload:
     reload_gap_ms: float
     #: Unchanged targets whose run in progress at the reload did not send its count.
     disturbed: list[str]
-    #: How long the changed target's run in progress went on sending after the SIGHUP (ms).
-    changed_sent_after_ms: float | None
+    reload_ms: float | None
     reloaded: bool
+    #: Whether the changed target's run in progress was cancelled.
+    cancelled: bool
 
 
 def reload_figures(seen: Observed) -> Reload:
@@ -308,21 +336,13 @@ def reload_figures(seen: Observed) -> Reload:
         for run in spanning
         if run.sent != run.count or run.error
     ]
-    old = [
-        run
-        for run in seen.runs
-        if run.target == CHANGED and run.send_times and run.send_times[0] < at
-    ]
-    after = None
-    if old:
-        last = max(old, key=lambda run: run.send_times[0]).send_times[-1]
-        after = max(0.0, (last - at) / 1e6)
     return Reload(
         quiet_gap_ms=largest_gap_ms(others, at - 4 * AROUND_NS, at - 2 * AROUND_NS),
         reload_gap_ms=largest_gap_ms(others, at - AROUND_NS, at + AROUND_NS),
         disturbed=disturbed,
-        changed_sent_after_ms=after,
+        reload_ms=seen.reload_ms,
         reloaded="reloaded targets=" in seen.log,
+        cancelled=f"run cancelled target={CHANGED}" in seen.log,
     )
 
 
@@ -343,6 +363,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="the window (at least 10)")
     parser.add_argument("--targets", type=int, default=500)
     parser.add_argument("--every", type=float, default=10, help="seconds between runs (> 2)")
+    parser.add_argument("--scrape", type=float, default=5, help="seconds between /metrics fetches")
     parser.add_argument("--daemon", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.daemon:
@@ -359,10 +380,12 @@ def main() -> None:
     rows: list[Row] = []
     with server(**limits) as srv:
         title(f"twamp-monitor, g711, runs every {args.every:g} s, {args.seconds:g} s window")
-        one = observe(srv.control_port, 1, args.seconds, args.every, reload=False)
+        one = observe(srv.control_port, 1, args.seconds, args.every, args.scrape, reload=False)
         base = figures(one)
         show("1 target", base)
-        many = observe(srv.control_port, args.targets, args.seconds, args.every, reload=True)
+        many = observe(
+            srv.control_port, args.targets, args.seconds, args.every, args.scrape, reload=True
+        )
         got = figures(many, exclude=CHANGED)
         show(f"{args.targets} targets", got)
         hup = reload_figures(many)
@@ -401,7 +424,7 @@ def main() -> None:
             "%",
             goal="0 %",
             passed=got.lost == 0 and not got.failed,
-            note=f"{got.lost} lost; failed runs: {len(got.failed)}"
+            note=f"{got.lost} lost ({got.lost_where}); failed runs: {len(got.failed)}"
             + (f" ({got.failed[0]})" if got.failed else ""),
         )
     )
@@ -449,11 +472,12 @@ def main() -> None:
     rows.append(
         Row(
             BENCH,
-            "SIGHUP: the changed target's old run sent on for",
-            hup.changed_sent_after_ms,
+            "SIGHUP to READY=1",
+            hup.reload_ms,
             "ms",
             goal="(informational)",
-            note="no run of it was in progress" if hup.changed_sent_after_ms is None else "",
+            note="the changed target's run in progress: "
+            + ("cancelled" if hup.cancelled else "none"),
         )
     )
     emit(rows)
