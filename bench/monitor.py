@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -228,6 +229,8 @@ def observe(
                 runs.append(pickle.load(data))
             except EOFError:
                 break
+    text = log.read_text()
+    shutil.rmtree(work, ignore_errors=True)
     return Observed(
         end_cpu - start_cpu,
         (start_wall, end_wall),
@@ -237,7 +240,7 @@ def observe(
         hwm,
         reload_at,
         reload_ms,
-        log.read_text(),
+        text,
     )
 
 
