@@ -2,7 +2,7 @@
 #   make venv   ./.venv with the three packages installed (editable) and the test/lint tools
 #   make test   the whole suite (unit, property, integration, system)
 #   make lint   ruff and mypy (strict on common)
-#   make run    a server on loopback and a client measuring it
+#   make run    a server on loopback, a client measuring it, one twamp-monitor run of it
 #   make bench  the benchmarks in bench/ (accuracy needs root), with a summary table
 #   make deb    Debian packages (python3-twamp-common, twamp-server, twamp-client) in dist/
 #   make rpm    RPM packages (the same three) in dist/
@@ -77,7 +77,8 @@ lint: venv
 	$(BIN)/mypy
 
 # A twamp-server on loopback (config and log in .run/), then the classic client command against
-# it, then the server's log lines for that measurement; the server stops when the client is done.
+# it, then one twamp-monitor --once run of a g711 target (its config in .run/ too), then the
+# server's log lines for both; the server stops when they are done.
 run: venv
 	@mkdir -p $(RUN_DIR)
 	@printf '%s\n' 'control_port = $(RUN_CONTROL_PORT)' 'test_port = $(RUN_TEST_PORT)' \
@@ -92,6 +93,11 @@ run: venv
 	done; \
 	echo "$$ twamp-client 127.0.0.1:$(RUN_CONTROL_PORT) -c 5 -i 500 -s"; \
 	$(BIN)/twamp-client 127.0.0.1:$(RUN_CONTROL_PORT) -c 5 -i 500 -s; status=$$?; \
+	printf '%s\n' '[monitor]' 'history =' '' '[target loopback]' \
+		'address = 127.0.0.1:$(RUN_CONTROL_PORT)' 'model = g711' 'count = 50' \
+		> $(RUN_DIR)/twamp-monitor.conf; \
+	echo; echo "$$ twamp-monitor --config $(RUN_DIR)/twamp-monitor.conf --once"; \
+	$(BIN)/twamp-monitor --config $(RUN_DIR)/twamp-monitor.conf --once || status=$$?; \
 	sleep 0.2; echo; echo "twamp-server's log ($(RUN_DIR)/twamp-server.log):"; \
 	cat $(RUN_DIR)/twamp-server.log; exit $$status
 

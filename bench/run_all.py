@@ -1,6 +1,8 @@
 """Run every benchmark (each in its own process) and print one summary table.
 
-    .venv/bin/python bench/run_all.py [NAME ...]     (names: reflector sender engine accuracy scale)
+    .venv/bin/python bench/run_all.py [NAME ...]
+
+(names: reflector sender engine monitor accuracy scale)
 
 Each benchmark also runs alone (``.venv/bin/python bench/NAME.py --help``).  The summary is
 written to bench/results.md as well.
@@ -21,7 +23,7 @@ sys.path.insert(0, str(HERE))
 
 from _lib import Row, table  # noqa: E402
 
-ORDER = ["reflector", "sender", "engine", "accuracy", "scale"]
+ORDER = ["reflector", "sender", "engine", "monitor", "accuracy", "scale"]
 
 
 def main() -> int:

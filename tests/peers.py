@@ -125,7 +125,8 @@ class Dripper:
 
 class Proxy:
     """Relays one control connection to ``upstream``; :meth:`inject` sends the client bytes of
-    our own, :meth:`cut` closes the client's side."""
+    our own, :meth:`cut` closes the client's side; :attr:`from_client` keeps what the client
+    sent."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
@@ -133,6 +134,7 @@ class Proxy:
         self.port: int = self.listener.getsockname()[1]
         self.client: socket.socket | None = None
         self.connected = threading.Event()
+        self.from_client = bytearray()
         self._threads: list[threading.Thread] = []
 
     def __enter__(self) -> Proxy:
@@ -151,15 +153,21 @@ class Proxy:
             client, _ = self.listener.accept()
             server = socket.create_connection(self.upstream)
             self.client = client
-            for source, sink in ((client, server), (server, client)):
-                thread = threading.Thread(target=self._relay, args=(source, sink), daemon=True)
+            for source, sink, kept in (
+                (client, server, self.from_client),
+                (server, client, bytearray()),
+            ):
+                thread = threading.Thread(
+                    target=self._relay, args=(source, sink, kept), daemon=True
+                )
                 thread.start()
             self.connected.set()
 
     @staticmethod
-    def _relay(source: socket.socket, sink: socket.socket) -> None:
+    def _relay(source: socket.socket, sink: socket.socket, kept: bytearray) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                kept += data
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)

@@ -17,8 +17,14 @@ Timing, where precision is the point:
   advance; the kernel's send time (SO_TIMESTAMPING) then replaces it in our own arithmetic.
   T4 is the kernel's receive time (SO_TIMESTAMPNS).
 
-:meth:`Engine.submit` may be called from any thread; :meth:`Engine.stop_sending` also from a
-signal handler.
+:meth:`Engine.submit` and :meth:`Engine.cancel` may be called from any thread;
+:meth:`Engine.stop_sending` also from a signal handler.
+
+A cancelled run ends at once and delivers nothing: its ``on_done`` is never called.  Whoever
+cancels has said the result is of no use (a reload changed the target's settings), and a
+result cut short by a cancel would look like a failure of the path in every report.  Its
+sockets close, and Stop-Sessions goes first where a TWAMP-Control session is running, so the
+reflector frees the session at once rather than at its timeout.
 """
 
 from __future__ import annotations
@@ -109,6 +115,10 @@ class Engine:
         self._order = itertools.count()
         self._runs: set[_Run] = set()
         self._inbox: collections.deque[_Run] = collections.deque()
+        #: The runs admitted and not done, by the id submit returned (for cancel).
+        self._by_id: dict[int, _Run] = {}
+        self._ids = itertools.count(1)
+        self._cancels: collections.deque[int] = collections.deque()
         self._timer = Timer()
         self._register(
             self._timer.fileno(), select.EPOLLIN, lambda _mask: self._timer.acknowledge()
@@ -128,11 +138,19 @@ class Engine:
         observer: Observer | None = None,
         *,
         delay: float = 0.0,
-    ) -> None:
+    ) -> int:
         """Measure ``target`` as ``test`` says, ``delay`` seconds from now; ``on_done`` gets the
-        result (on the engine's thread)."""
+        result (on the engine's thread).  The run's id, for :meth:`cancel`."""
         start_at = time.monotonic_ns() + int(delay * 1e9)
-        self._inbox.append(_Run(self, target, test, on_done, observer or _QUIET, start_at))
+        run_id = next(self._ids)
+        self._inbox.append(_Run(self, run_id, target, test, on_done, observer or _QUIET, start_at))
+        self._wake()
+        return run_id
+
+    def cancel(self, run_id: int) -> None:
+        """End the run ``run_id`` now, without a result (see the module's docstring); nothing
+        happens if it is over already."""
+        self._cancels.append(run_id)
         self._wake()
 
     def stop_sending(self) -> None:
@@ -184,13 +202,21 @@ class Engine:
         self._admit()
 
     def _admit(self) -> None:
+        """Take the submitted runs in, then apply the cancels.  The cancels are taken first: a
+        run is in the inbox before its id can be cancelled, so each one's run is taken in too."""
+        cancels = [self._cancels.popleft() for _ in range(len(self._cancels))]
         while self._inbox:
             run = self._inbox.popleft()
             self._runs.add(run)
+            self._by_id[run.id] = run
             if run.start_at > time.monotonic_ns():
                 self._schedule(run, run.start_at)
             else:
                 run.begin()
+        for run_id in cancels:
+            cancelled = self._by_id.get(run_id)
+            if cancelled is not None:
+                cancelled.cancel()
         if self._stop_sending:
             for run in list(self._runs):
                 run.stop_sending()
@@ -253,6 +279,7 @@ class Engine:
 
     def _finished(self, run: _Run) -> None:
         self._runs.discard(run)
+        self._by_id.pop(run.id, None)
         run.wake_at = None
 
 
@@ -262,6 +289,7 @@ class _Run:
     def __init__(
         self,
         engine: Engine,
+        run_id: int,
         target: Target,
         test: Test,
         on_done: Done,
@@ -269,6 +297,7 @@ class _Run:
         start_at: int,
     ) -> None:
         self.engine = engine
+        self.id = run_id
         self.target = target
         self.test = test
         self.on_done = on_done
@@ -645,19 +674,7 @@ class _Run:
     def finish(self, error: str | None, hint: str | None = None) -> None:
         if self.done:
             return
-        self.done = True
-        engine = self.engine
-        if self.control_sock is not None:
-            if error is None and self.control is not None:
-                # If this fails, the reflector's Timeout ends the session anyway.
-                with contextlib.suppress(OSError):
-                    self.control_sock.send(stop_sessions(self.control))
-            engine._unregister(self.control_sock.fileno())
-            self.control_sock.close()
-        if self.test_sock is not None:
-            engine._unregister(self.test_sock.fileno())
-            self.test_sock.close()
-        engine._finished(self)
+        self._close(stop=error is None)
         if self.sender is None or self.header is None:
             result = Measurement.failed(self.target, self.test, error or "no result", hint)
         else:
@@ -670,3 +687,26 @@ class _Run:
                 error=error,
             )
         self.on_done(result)
+
+    def cancel(self) -> None:
+        """End now and deliver nothing: Stop-Sessions if the test has started (the set-up's
+        messages have no stop: closing the connection ends them), then the sockets."""
+        if not self.done:
+            self._close(stop=self.sender is not None)
+
+    def _close(self, *, stop: bool) -> None:
+        """Done: ``stop`` sends Stop-Sessions first (on a control connection), then every socket
+        is closed and the engine forgets the run."""
+        self.done = True
+        engine = self.engine
+        if self.control_sock is not None:
+            if stop and self.control is not None:
+                # If this fails, the reflector's Timeout ends the session anyway.
+                with contextlib.suppress(OSError):
+                    self.control_sock.send(stop_sessions(self.control))
+            engine._unregister(self.control_sock.fileno())
+            self.control_sock.close()
+        if self.test_sock is not None:
+            engine._unregister(self.test_sock.fileno())
+            self.test_sock.close()
+        engine._finished(self)

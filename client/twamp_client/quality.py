@@ -92,5 +92,5 @@ def summary_line(quality: VoiceQuality) -> str:
     return (
         f"MOS ({quality.codec}, ITU-T G.107) out {quality.outbound.mos:.2f}"
         f" (R {quality.outbound.r:.1f}), in {quality.inbound.mos:.2f}"
-        f" (R {quality.inbound.r:.1f}), from the {quality.delay_basis}\n"
+        f" (R {quality.inbound.r:.1f}), from {quality.delay_basis}\n"
     )

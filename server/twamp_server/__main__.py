@@ -13,6 +13,7 @@ import errno
 import sys
 from pathlib import Path
 
+from twamp_common.service import EX_CONFIG
 from twamp_common.version import VersionAction
 
 from . import __doc__ as package_doc
@@ -20,8 +21,6 @@ from .activation import HandedSockets
 from .config import DEFAULT_PATH, Config, ConfigError, load_config
 from .daemon import Daemon
 from .logs import configure_logging, get_logger
-
-EX_CONFIG = 78
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from twamp_common.codes import SECURE_CONTROL_MODES, SECURITY_MODES, Mode
+from twamp_common.service import ConfigError, InvalidValueError
 
-from .errors import ConfigError
 from .keystore import KeyStore, decode, read_keys
 
 #: Where the daemon looks when ``--config`` is not given.
@@ -199,16 +199,7 @@ def _address_in(address: str | IPAddress, networks: Iterable[IPNetwork]) -> bool
 
 
 # ----------------------------------------------------------------------------------------------
-# Value parsers: each takes the text of one value and raises _InvalidValueError with the reason.
-
-
-class _InvalidValueError(Exception):
-    """A value that breaks its key's rule; :class:`_Settings` adds where it was."""
-
-    def __init__(self, reason: str, allowed: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.allowed = allowed
+# Value parsers: each takes the text of one value and raises InvalidValueError with the reason.
 
 
 def _tokens(text: str) -> list[str]:
@@ -217,7 +208,7 @@ def _tokens(text: str) -> list[str]:
 
 def _whole(text: str, allowed: str) -> int:
     if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):
-        raise _InvalidValueError("not a whole number", allowed)
+        raise InvalidValueError("not a whole number", allowed)
     return int(text)
 
 
@@ -227,7 +218,7 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         number = _whole(text, allowed)
         if not low <= number <= high:
-            raise _InvalidValueError("out of range", allowed)
+            raise InvalidValueError("out of range", allowed)
         return number
 
     return parse
@@ -242,11 +233,11 @@ def _number(low: float, high: float, *, above: bool, unit: str) -> Callable[[str
         try:
             number = float(text)
         except ValueError:
-            raise _InvalidValueError("not a number", allowed) from None
+            raise InvalidValueError("not a number", allowed) from None
         if not math.isfinite(number):
-            raise _InvalidValueError("not a number", allowed)
+            raise InvalidValueError("not a number", allowed)
         if number < low or (above and number == low) or number > high:
-            raise _InvalidValueError("out of range", allowed)
+            raise InvalidValueError("out of range", allowed)
         return number
 
     return parse
@@ -259,9 +250,9 @@ def _addresses(text: str) -> tuple[IPAddress, ...]:
         try:
             found[ipaddress.ip_address(token)] = None
         except ValueError:
-            raise _InvalidValueError(f'"{token}" is not an IP address', allowed) from None
+            raise InvalidValueError(f'"{token}" is not an IP address', allowed) from None
     if not found:
-        raise _InvalidValueError("names no address", allowed)
+        raise InvalidValueError("names no address", allowed)
     return tuple(found)
 
 
@@ -272,7 +263,7 @@ def _network_list(text: str) -> tuple[IPNetwork, ...]:
         try:
             found[ipaddress.ip_network(token, strict=False)] = None
         except ValueError:
-            raise _InvalidValueError(f'"{token}" is not an IP network', allowed) from None
+            raise InvalidValueError(f'"{token}" is not an IP network', allowed) from None
     return tuple(found)
 
 
@@ -281,10 +272,10 @@ def _modes(text: str) -> Mode:
     modes = Mode(0)
     for token in _tokens(text.lower()):
         if token not in MODE_NAMES:
-            raise _InvalidValueError(f'"{token}" is not a mode', allowed)
+            raise InvalidValueError(f'"{token}" is not a mode', allowed)
         modes |= MODE_NAMES[token]
     if not modes:
-        raise _InvalidValueError("names no mode", allowed)
+        raise InvalidValueError("names no mode", allowed)
     return modes
 
 
@@ -294,10 +285,10 @@ def _test_ports(text: str) -> tuple[int, int] | None:
         return None
     match = re.fullmatch(r"\s*([0-9]+)\s*-\s*([0-9]+)\s*", text)
     if not match:
-        raise _InvalidValueError("not a port range", allowed)
+        raise InvalidValueError("not a port range", allowed)
     low, high = int(match[1]), int(match[2])
     if not 1024 <= low <= high <= 65535:
-        raise _InvalidValueError("not a usable port range", allowed)
+        raise InvalidValueError("not a usable port range", allowed)
     return low, high
 
 
@@ -306,7 +297,7 @@ def _ports(text: str) -> tuple[int, ...]:
     found: dict[int, None] = {}
     for token in _tokens(text):
         if not re.fullmatch(r"[0-9]+", token) or not 1 <= int(token) <= 65535:
-            raise _InvalidValueError(f'"{token}" is not a port', allowed)
+            raise InvalidValueError(f'"{token}" is not a port', allowed)
         found[int(token)] = None
     return tuple(found)
 
@@ -314,7 +305,7 @@ def _ports(text: str) -> tuple[int, ...]:
 def _yes_no(text: str) -> bool:
     word = text.strip().lower()
     if word not in ("yes", "no", "true", "false", "on", "off"):
-        raise _InvalidValueError("not yes or no", "yes or no")
+        raise InvalidValueError("not yes or no", "yes or no")
     return word in ("yes", "true", "on")
 
 
@@ -322,14 +313,14 @@ def _pbkdf2_count(text: str) -> int:
     allowed = "a power of two from 1024 to 16777216"
     count = _whole(text, allowed)
     if not 1024 <= count <= 2**24 or count & (count - 1):
-        raise _InvalidValueError("not a power of two in range", allowed)
+        raise InvalidValueError("not a power of two in range", allowed)
     return count
 
 
 def _log_level(text: str) -> str:
     level = text.strip().lower()
     if level not in LOG_LEVELS:
-        raise _InvalidValueError("not a log level", ", ".join(LOG_LEVELS))
+        raise InvalidValueError("not a log level", ", ".join(LOG_LEVELS))
     return level
 
 
@@ -448,7 +439,7 @@ class _Settings:
             return default
         try:
             return parse(self.values[key])
-        except _InvalidValueError as invalid:
+        except InvalidValueError as invalid:
             raise self.error(key, invalid.reason, invalid.allowed) from None
 
     def error(self, key: str, reason: str, allowed: str | None = None) -> ConfigError:

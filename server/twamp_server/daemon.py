@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from twamp_common.clock import read_clock_state
+from twamp_common.service import Notifier
 from twamp_common.version import installed_version
 
 from .activation import HandedSockets
@@ -26,7 +27,6 @@ from .admission import Limits
 from .config import Config, ConfigError, load_config
 from .control_server import ControlPolicy, Server
 from .logs import report_suppressed
-from .notify import Notifier
 from .reflector import Reflector
 from .sessions import Policy, Sessions
 

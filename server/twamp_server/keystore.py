@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from twamp_common import keys
-
-from .errors import ConfigError
+from twamp_common.service import ConfigError
 
 
 class KeyStore:

@@ -15,7 +15,6 @@ only what 22.3 already had.  ``systemd.journal`` is imported only when the journ
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from twamp_common.service import quoted, stderr_is_journal
 
 FORMATS = ("auto", "journal", "console", "json")
 LEVELS = {
@@ -63,18 +63,9 @@ def resolve_format(requested: str) -> str:
         raise ValueError(f"unknown log format {requested!r}; expected one of {FORMATS}")
     if requested != "auto":
         return requested
-    if _stderr_is_journal():
+    if stderr_is_journal():
         return "journal"
     return "console" if os.isatty(2) else "json"
-
-
-def _stderr_is_journal() -> bool:
-    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
-    try:
-        stat = os.fstat(2)
-        return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
-    except (OSError, ValueError):
-        return False
 
 
 #: Characters that must not reach a terminal or a log line raw: C0 and C1 controls and DEL.
@@ -190,7 +181,7 @@ def journal_fields(event_dict: Mapping[str, Any]) -> dict[str, str]:
     message = str(facts.pop("event", ""))
     traceback = facts.get("exception")
     message += "".join(
-        f" {name}={_quoted(str(value))}" for name, value in facts.items() if name != "exception"
+        f" {name}={quoted(value)}" for name, value in facts.items() if name != "exception"
     )
     if traceback:
         message += f"\n{traceback}"
@@ -203,13 +194,6 @@ def journal_fields(event_dict: Mapping[str, Any]) -> dict[str, str]:
         field = FIELD_PREFIX + _NOT_IN_FIELD_NAME.sub("_", name.upper())
         fields[field[:_MAX_FIELD_NAME]] = str(value)
     return fields
-
-
-def _quoted(text: str) -> str:
-    """``text`` as is when it reads unambiguously after ``key=``, else JSON-quoted."""
-    if text and not any(char.isspace() or char in '"=' for char in text):
-        return text
-    return json.dumps(text, ensure_ascii=False)
 
 
 def _render_journal(_logger: object, _method: str, event_dict: Mapping[str, Any]) -> Any:

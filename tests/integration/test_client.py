@@ -116,6 +116,15 @@ def test_json_schema(server: ServerProcess) -> None:
     assert document["mode"] == "unauthenticated"
 
 
+def test_json_round_trip_average_is_outbound_plus_inbound(server: ServerProcess) -> None:
+    result = client(f"127.0.0.1:{config_port(server)}", "-c", "20", "-i", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    rtt, out, back = document["rtt_us"], document["outbound_us"], document["inbound_us"]
+    # Each average is written to the nanosecond (0.001 µs): three roundings at most.
+    assert abs(rtt["avg"] - (out["avg"] + back["avg"])) <= 0.0015 + 1e-9, document
+
+
 def test_intervals_shorter_than_the_spin_still_read_replies(server: ServerProcess) -> None:
     """At 0.2 ms the sender never sleeps in select: replies must still be read as they come,
     not left in the socket buffer until the run is over and counted late."""

@@ -62,6 +62,28 @@ def test_swapped_timestamps_are_received_but_left_out_of_the_delays() -> None:
     assert document["rtt_us"] is None and document["processing_us"] is None
 
 
+def test_averages_add_up_over_the_same_packets_with_a_skewed_clock_and_bad_stamps() -> None:
+    """A reflector 2 s ahead (one-way delays of about +2 s and -2 s) that swaps its stamps on
+    every third reply, with T2 half a second later still: were those replies in one average
+    and not in another, the round trip's would be off by a sixth of a second."""
+    skew = 2 * 10**9
+
+    def skewed(stamps: Stamps) -> bytes:
+        if stamps.seq % 3 == 0:
+            return reply(stamps.seq, stamps.t2 + skew + 5 * 10**8, stamps.t2 + skew, stamps.sender)
+        return reply(stamps.seq, stamps.t2 + skew, stamps.t3 + skew, stamps.sender)
+
+    with FakeReflector(skewed) as peer:
+        document = light(peer.port, "-c", "30", "-i", "5")
+    assert document["returncode"] == 0, document["stderr"]
+    assert (document["received"], document["inconsistent"]) == (30, 10), document
+    rtt, out, back = document["rtt_us"], document["outbound_us"], document["inbound_us"]
+    assert out["avg"] > 1.9e6 and back["avg"] < -1.9e6  # the clock's offset, in both
+    assert 0 < rtt["avg"] < 1e5
+    # Each average is written to the nanosecond (0.001 µs): three roundings at most.
+    assert abs(rtt["avg"] - (out["avg"] + back["avg"])) <= 0.0015 + 1e-6, document
+
+
 def test_a_negative_round_trip_is_never_reported_as_valid() -> None:
     def slow_inside(stamps: Stamps) -> bytes:
         # Five seconds "inside" the reflector: the round trip would be about -5000 ms.

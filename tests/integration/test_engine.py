@@ -15,7 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import SECRET, ServerProcess, config_port, free_port, running_server, server_config
+from peers import Proxy
+from support import (
+    SECRET,
+    ServerProcess,
+    config_port,
+    free_port,
+    running_server,
+    server_config,
+    wait_log,
+)
 from support import run_client as client
 from twamp_client import Engine, Measurement, Target, Test, measure
 from twamp_common.codes import Mode
@@ -130,6 +139,43 @@ def test_a_bad_target_fails_alone(server: ServerProcess) -> None:
     assert "cannot resolve 'no-such-host.invalid'" in (results["unknown"].error or "")
     assert results["refused"].error == f"connection refused by 127.0.0.1 port {closed}"
     assert results["refused"].hint is not None
+
+
+def test_cancel_ends_a_run_at_once_with_stop_sessions_and_no_result(
+    server: ServerProcess,
+) -> None:
+    """A 10 s run cancelled after half a second: the engine's loop returns at once, nothing is
+    delivered, Stop-Sessions was the client's last message, and the reflector's session ended
+    with the connection; a run beside it goes on to its end."""
+    engine = Engine()
+    delivered: list[Measurement] = []
+    with Proxy(("127.0.0.1", config_port(server))) as proxy:
+        long_run = engine.submit(
+            Target("127.0.0.1", proxy.port), Test(count=1000, interval_ms=10), delivered.append
+        )
+        engine.submit(
+            Target("127.0.0.1", config_port(server)),
+            Test(count=100, interval_ms=10),
+            delivered.append,
+        )
+        loop = threading.Thread(target=engine.run)
+        loop.start()
+        time.sleep(0.5)
+        cancelled_at = time.monotonic()
+        engine.cancel(long_run)
+        engine.cancel(long_run)  # twice, or after the end: nothing happens
+        ended = wait_log(server, "session ended", reason="control connection closed")
+        assert time.monotonic() - cancelled_at < 0.5
+        loop.join(10)
+        assert not loop.is_alive()
+        engine.cancel(long_run)
+        engine.close()
+        client_sent = bytes(proxy.from_client)
+    assert 10 <= ended["reflected"] < 100, ended  # type: ignore[operator]
+    # The client's messages, unauthenticated: Stop-Sessions (command 3, 32 octets) last.
+    assert client_sent[-32] == 3 and len(client_sent) == 164 + 112 + 32 + 32, client_sent.hex()
+    assert len(delivered) == 1  # the other run's result only
+    exact(delivered[0], 100)
 
 
 def test_forever_takes_submissions_from_other_threads_until_shutdown(server: ServerProcess) -> None:

@@ -27,6 +27,7 @@ from support import (
     ServerProcess,
     config_port,
     free_port,
+    log_lines,
     running_server,
     server_config,
 )
@@ -203,6 +204,59 @@ def test_daemon_runs_on_schedule_notifies_and_reloads(
         status = daemon.stop()
     assert status == 0, daemon.log()
     assert any("STOPPING=1" in message for message in daemon.notify.messages)
+
+
+def test_a_reload_cancels_the_run_in_progress_of_a_changed_target_only(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    """A 20 s run of "long" (over IPv6, to tell its sessions apart in the server's log) is
+    cancelled by a SIGHUP that changes long's count: its session ends at once, no result of it
+    is recorded, and a run with the new settings starts; "steady" keeps running meanwhile."""
+    port = config_port(server)
+    path = tmp_path / "monitor.conf"
+    path.write_text(
+        "[monitor]\nhistory =\n"
+        f"[target long]\naddress = [::1]:{port}\ncount = 1000\ninterval = 20\nevery = 3\n"
+        f"[target steady]\naddress = 127.0.0.1:{port}\ncount = 20\ninterval = 10\nevery = 1\n"
+    )
+
+    def long_sessions(event: str) -> list[dict[str, object]]:
+        return [
+            line
+            for line in log_lines(server)
+            if line.get("event") == event and line["peer"] == "::1"
+        ]
+
+    def wait_long(event: str, count: int, timeout: float) -> list[dict[str, object]]:
+        deadline = time.monotonic() + timeout
+        while len(found := long_sessions(event)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(found) >= count, server.log()
+        return found
+
+    daemon = MonitorProcess(tmp_path, path)
+    try:
+        wait_long("session started", 1, timeout=10)
+        steady_before = daemon.wait_log("info: run target=steady", count=2).count(
+            "info: run target=steady"
+        )
+        path.write_text(path.read_text().replace("count = 1000", "count = 999"))
+        hup = time.monotonic()
+        daemon.process.send_signal(signal.SIGHUP)
+        ended = wait_long("session ended", 1, timeout=10)[0]
+        assert time.monotonic() - hup < 2  # not the 20 s the run had left
+        assert ended["reason"] == "control connection closed"
+        assert 0 < ended["reflected"] < 1000  # type: ignore[operator]
+        log = daemon.wait_log("info: reloaded")
+        assert "info: run cancelled target=long" in log
+        assert "reloaded targets=2 unchanged=1 restarted=long added=none" in log
+        wait_long("session started", 2, timeout=10)  # the new settings' run
+        log = daemon.wait_log("info: run target=steady", count=steady_before + 3)
+    finally:
+        assert daemon.stop() == 0, daemon.log()
+    assert ": run target=long" not in daemon.log()  # the cancelled run left no result
+    steady = [row for row in log.splitlines() if ": run target=steady" in row]
+    assert all("sent=20 received=20" in row for row in steady), steady
 
 
 def test_a_run_longer_than_its_period_is_an_overrun(tmp_path: Path, server: ServerProcess) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from twamp_server.notify import Notifier
+from twamp_common.service import Notifier
 
 
 def _receiver(address: str) -> socket.socket:

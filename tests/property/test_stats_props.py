@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 from hypothesis import given
 from hypothesis import strategies as st
 from twamp_common.stats import Reply, distribution, summarize
@@ -65,3 +68,52 @@ def test_distribution_orders_its_figures(values: list[int]) -> None:
     assert figures.avg <= figures.max + 1e-6 * abs(figures.max)
     assert figures.stddev >= 0
     assert figures.p95 in values and figures.p99 in values
+
+
+@st.composite
+def skewed_runs(draw: st.DrawFn) -> list[Reply]:
+    """First replies from a reflector whose clock is off by up to 10 s and that sometimes
+    swaps its stamps or claims more time inside than the round trip took."""
+    clock_offset = draw(offset)
+    replies = []
+    for seq in range(draw(st.integers(1, 40))):
+        t1 = 1_700_000_000 * 10**9 + seq * 10**7
+        t2 = t1 + draw(delay) + clock_offset
+        t3 = t2 + draw(st.integers(0, 10**6))
+        t4 = t3 - clock_offset + draw(delay)
+        kind = draw(st.sampled_from(["true", "true", "swapped", "too long inside"]))
+        if kind == "swapped":
+            t2, t3 = t3 + 1, t2
+        elif kind == "too long inside":
+            t3 = t2 + (t4 - t1) + draw(st.integers(1, 10**9))
+        replies.append(Reply(seq, seq, t1, t2, t3, t4, 64))
+    return replies
+
+
+@given(skewed_runs())
+def test_round_trip_average_is_outbound_plus_inbound_over_the_same_packets(
+    replies: list[Reply],
+) -> None:
+    summary = summarize(
+        len(replies), replies, sender_synchronized=True, reflector_synchronized=True
+    )
+    counted = [reply for reply in replies if reply.consistent]
+    assert summary.inconsistent == len(replies) - len(counted)
+    if not counted:
+        assert summary.round_trip is summary.outbound is summary.inbound is None
+        return
+    rt, out, back = summary.round_trip, summary.outbound, summary.inbound
+    assert rt is not None and out is not None and back is not None
+    # The same packets in all three: their count and their exact sums.
+    assert rt.count == out.count == back.count == len(counted)
+    rt_sum = sum(reply.round_trip for reply in counted)
+    out_sum = sum(reply.outbound for reply in counted)
+    back_sum = sum(reply.inbound for reply in counted)
+    assert rt_sum == out_sum + back_sum
+    # Each average is that sum over that count, correctly rounded once: as fractions of
+    # integer nanoseconds the round trip's is exactly the sum of the other two, and as floats
+    # they agree to the rounding of one addition.
+    n = len(counted)
+    assert (rt.avg, out.avg, back.avg) == (rt_sum / n, out_sum / n, back_sum / n)
+    assert Fraction(rt_sum, n) == Fraction(out_sum, n) + Fraction(back_sum, n)
+    assert abs(rt.avg - (out.avg + back.avg)) <= 2 * math.ulp(max(abs(out.avg), abs(back.avg)))

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from twamp_common.service import EX_CONFIG, ConfigError
+
 from ..control_session import ClientError
 from ..engine import Engine
 from ..measurement import Measurement
@@ -24,7 +26,7 @@ from ..reports.text import write_block
 from ..sockets import reserve_descriptors
 from . import config as config_module
 from . import history
-from .config import EX_CONFIG, ConfigError, TargetConfig
+from .config import TargetConfig
 from .daemon import Daemon
 
 

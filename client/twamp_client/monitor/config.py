@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from twamp_common.codes import Mode
-from twamp_common.errors import TwampError
 from twamp_common.ipfix import DOCUMENTATION_PEN
+from twamp_common.service import ConfigError, InvalidValueError
 from twamp_common.traffic import MODELS, ModelError, TrafficModel
 from twamp_common.traffic import schedule as model_schedule
 
@@ -29,8 +29,6 @@ from ..options import MIN_INTERVAL_MS, MODES, UsageError, split_host_port
 
 DEFAULT_PATH = Path("/etc/twamp/twamp-monitor.conf")
 DEFAULT_HISTORY = "/var/lib/twamp-monitor/history.sqlite"
-#: The exit status of a configuration that cannot be used (sysexits.h EX_CONFIG).
-EX_CONFIG = 78
 
 _MONITOR_KEYS = (
     "metrics_listen",
@@ -55,38 +53,6 @@ RESERVED_LABELS = frozenset({"target", "direction", "result", "le"})
 _T = TypeVar("_T")
 #: configparser's own "where" prefix, replaced by ours.
 _READING_FROM = re.compile(r"^While reading from .*?\[line\s*\d+\]: ")
-
-
-class ConfigError(TwampError):
-    """A configuration that cannot be used, said in one sentence (as twamp-server says it)."""
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        path: Path | None = None,
-        line: int | None = None,
-        key: str | None = None,
-        value: str | None = None,
-        allowed: str | None = None,
-    ) -> None:
-        self.reason = reason
-        self.path = path
-        self.line = line
-        self.key = key
-        self.value = value
-        self.allowed = allowed
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = str(self.path) if self.path is not None else ""
-        if self.line is not None:
-            where = f"{where}:{self.line}" if where else f"line {self.line}"
-        subject = self.key or ""
-        if self.key is not None and self.value is not None:
-            subject = f'{self.key} = "{self.value}"'
-        text = ": ".join(part for part in (where, subject, self.reason) if part)
-        return f"{text}; allowed: {self.allowed}" if self.allowed else text
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -126,17 +92,10 @@ class MonitorConfig:
     ipfix: IpfixConfig | None = None
 
 
-class _InvalidValueError(Exception):
-    def __init__(self, reason: str, allowed: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.allowed = allowed
-
-
 def _boolean(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered not in configparser.ConfigParser.BOOLEAN_STATES:
-        raise _InvalidValueError("not a yes/no value", "yes, no, true, false, on, off, 1, 0")
+        raise InvalidValueError("not a yes/no value", "yes, no, true, false, on, off, 1, 0")
     return configparser.ConfigParser.BOOLEAN_STATES[lowered]
 
 
@@ -146,9 +105,9 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
         try:
             value = int(text.strip())
         except ValueError:
-            raise _InvalidValueError("not a whole number", allowed) from None
+            raise InvalidValueError("not a whole number", allowed) from None
         if not low <= value <= high:
-            raise _InvalidValueError("out of range", allowed)
+            raise InvalidValueError("out of range", allowed)
         return value
 
     return parse
@@ -160,9 +119,9 @@ def _number(low: float, unit: str) -> Callable[[str], float]:
         try:
             value = float(text.strip())
         except ValueError:
-            raise _InvalidValueError("not a number", allowed) from None
+            raise InvalidValueError("not a number", allowed) from None
         if not (value >= low and value < float("inf")):
-            raise _InvalidValueError("out of range", allowed)
+            raise InvalidValueError("out of range", allowed)
         return value
 
     return parse
@@ -172,7 +131,7 @@ def _address(text: str) -> Target:
     try:
         host, port = split_host_port(text.strip(), None)
     except UsageError as error:
-        raise _InvalidValueError(str(error), "HOST, HOST:PORT, [IPv6]:PORT") from None
+        raise InvalidValueError(str(error), "HOST, HOST:PORT, [IPv6]:PORT") from None
     return Target(host, port)
 
 
@@ -182,21 +141,21 @@ def _source(text: str) -> tuple[str, int]:
         host, port = split_host_port(text.strip(), 0)
         ipaddress.ip_address(host)
     except (UsageError, ValueError):
-        raise _InvalidValueError("not a local IP address", allowed) from None
+        raise InvalidValueError("not a local IP address", allowed) from None
     return host, port or 0
 
 
 def _mode(text: str) -> Mode:
     name = text.strip().lower()
     if name not in MODES:
-        raise _InvalidValueError("not a mode", ", ".join(MODES))
+        raise InvalidValueError("not a mode", ", ".join(MODES))
     return MODES[name]
 
 
 def _model(text: str) -> str:
     name = text.strip().lower()
     if name not in MODELS:
-        raise _InvalidValueError("not a traffic model", ", ".join(MODELS))
+        raise InvalidValueError("not a traffic model", ", ".join(MODELS))
     return name
 
 
@@ -208,11 +167,11 @@ def _labels(text: str) -> tuple[tuple[str, str], ...]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, equals, value = (part.strip() for part in item.partition("="))
         if not equals or not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
-            raise _InvalidValueError(f'"{item}" is not name=value', allowed)
+            raise InvalidValueError(f'"{item}" is not name=value', allowed)
         if name in RESERVED_LABELS:
-            raise _InvalidValueError(f'"{name}" is set by the monitor itself', allowed)
+            raise InvalidValueError(f'"{name}" is set by the monitor itself', allowed)
         if name in labels:
-            raise _InvalidValueError(f'"{name}" is given twice', allowed)
+            raise InvalidValueError(f'"{name}" is given twice', allowed)
         labels[name] = value
     return tuple(sorted(labels.items()))
 
@@ -228,13 +187,13 @@ def _collectors(text: str) -> tuple[tuple[str, int], ...]:
         try:
             host, port = split_host_port(item, None)
         except UsageError:
-            raise _InvalidValueError(f"{item!r} is not HOST:PORT", allowed) from None
+            raise InvalidValueError(f"{item!r} is not HOST:PORT", allowed) from None
         if port is None:
-            raise _InvalidValueError(f"{item!r} names no port (IPFIX's is 4739)", allowed)
+            raise InvalidValueError(f"{item!r} names no port (IPFIX's is 4739)", allowed)
         try:
             address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4]
         except socket.gaierror as error:
-            raise _InvalidValueError(
+            raise InvalidValueError(
                 f"{host!r} does not resolve: {error.strerror}", allowed
             ) from None
         found.append((str(address[0]), int(address[1])))
@@ -243,7 +202,7 @@ def _collectors(text: str) -> tuple[tuple[str, int], ...]:
 
 def _transport(text: str) -> str:
     if text.strip().lower() not in ("udp", "tcp"):
-        raise _InvalidValueError("not an IPFIX transport", "udp, tcp")
+        raise InvalidValueError("not an IPFIX transport", "udp, tcp")
     return text.strip().lower()
 
 
@@ -271,9 +230,9 @@ def _listen(text: str) -> tuple[str, int] | None:
     try:
         host, port = split_host_port(text.strip(), None)
     except UsageError:
-        raise _InvalidValueError("not HOST:PORT", allowed) from None
+        raise InvalidValueError("not HOST:PORT", allowed) from None
     if port is None:
-        raise _InvalidValueError("names no port", allowed)
+        raise InvalidValueError("names no port", allowed)
     return host, port
 
 
@@ -306,7 +265,7 @@ class _Section:
             return default
         try:
             return parse(text)
-        except _InvalidValueError as invalid:
+        except InvalidValueError as invalid:
             raise self.error(key, invalid.reason, invalid.allowed) from None
 
     def error(self, key: str | None, reason: str, allowed: str | None = None) -> ConfigError:

@@ -21,6 +21,7 @@ import time
 from types import FrameType
 
 from twamp_common.ipfix import DOCUMENTATION_PEN
+from twamp_common.service import ConfigError, Notifier
 
 from ..control_session import ClientError
 from ..engine import Engine
@@ -29,11 +30,10 @@ from ..measurement import Measurement
 from ..reports.ipfix import record as ipfix_record
 from ..sockets import reserve_descriptors
 from . import config as config_module
-from .config import ConfigError, MonitorConfig, TargetConfig
+from .config import MonitorConfig, TargetConfig
 from .history import Writer
 from .logs import Log
 from .metrics import Metrics
-from .notify import Notifier
 from .scheduler import Slot, due, first_slot, next_wake
 
 #: Seconds between two STATUS updates after runs (500 targets must not flood systemd).
@@ -202,7 +202,7 @@ class Daemon:
             with contextlib.suppress(BlockingIOError):
                 os.write(self._wake_write, b"d")
 
-        self.engine.submit(config.target, config.test, done)
+        slot.run_id = self.engine.submit(config.target, config.test, done)
 
     def _finished(self, slot: Slot, measurement: Measurement, ended: float) -> None:
         started = slot.running_since if slot.running_since is not None else ended
@@ -251,19 +251,28 @@ class Daemon:
         self.notifier.ready(self._status())
 
     def _apply(self, new: MonitorConfig, *, first: bool) -> None:
-        """Start slots for new and changed targets, keep unchanged ones, drop removed ones."""
+        """Start slots for new and changed targets, keep unchanged ones, drop removed ones.
+
+        The run in progress of a changed or removed target is cancelled: it measures with
+        settings that no longer hold, and its result would go nowhere (the engine delivers
+        none).
+        """
         now = time.monotonic()
         kept, changed, added = 0, list[str](), list[str]()
         for name in list(self.slots):
             if name not in new.targets:
-                del self.slots[name]
+                self._cancel(self.slots.pop(name))
                 changed.append(name)
         for name, target in new.targets.items():
             slot = self.slots.get(name)
             if slot is not None and slot.config == target:
                 kept += 1
                 continue
-            (added if slot is None else changed).append(name)
+            if slot is None:
+                added.append(name)
+            else:
+                self._cancel(slot)
+                changed.append(name)
             self.slots[name] = first_slot(target, now, self._rng)
         self.metrics.configure(new.targets)
         if not first and new.metrics_listen != self.config.metrics_listen:
@@ -276,6 +285,11 @@ class Daemon:
             restarted=None if first else ",".join(changed) or "none",
             added=None if first else ",".join(added) or "none",
         )
+
+    def _cancel(self, slot: Slot) -> None:
+        if slot.run_id is not None:
+            self.engine.cancel(slot.run_id)
+            self.log("info", "run cancelled", target=slot.config.name)
 
     def _status(self) -> str:
         text = (

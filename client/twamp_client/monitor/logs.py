@@ -8,37 +8,21 @@ when stderr is the journal (JOURNAL_STREAM names fd 2, as systemd.exec(5) says).
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from twamp_common.service import quoted, stderr_is_journal
 
 IDENTIFIER = "twamp-monitor"
 _PRIORITIES = {"error": 3, "warning": 4, "info": 6, "debug": 7}
 _NOT_IN_FIELD = re.compile(r"[^A-Z0-9_]")
 
 
-def _stderr_is_journal() -> bool:
-    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
-    try:
-        stat = os.fstat(2)
-        return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
-    except (OSError, ValueError):
-        return False
-
-
-def _quoted(value: object) -> str:
-    text = str(value)
-    if text and not any(char.isspace() or char in '"=' for char in text):
-        return text
-    return json.dumps(text, ensure_ascii=False)
-
-
 def line(event: str, facts: dict[str, Any]) -> str:
     """``event key=value ...``, values quoted only where they would be ambiguous."""
-    return event + "".join(f" {name}={_quoted(value)}" for name, value in facts.items())
+    return event + "".join(f" {name}={quoted(value)}" for name, value in facts.items())
 
 
 class Log:
@@ -46,7 +30,7 @@ class Log:
 
     def __init__(self) -> None:
         self._send: Callable[..., None] | None = None
-        if _stderr_is_journal():
+        if stderr_is_journal():
             try:
                 from systemd import journal  # noqa: PLC0415 - only under systemd
             except ImportError:

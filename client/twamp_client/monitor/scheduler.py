@@ -26,6 +26,8 @@ class Slot:
     due: float
     #: Start time of the run in progress, or None.
     running_since: float | None = None
+    #: The engine's id of the run in progress (to cancel it), or None.
+    run_id: int | None = None
     runs: int = 0
 
     def start(self, now: float) -> None:
@@ -36,7 +38,7 @@ class Slot:
         """The run in progress ended at ``now``; True when it overran its next boundary."""
         every = self.config.every
         started = self.running_since if self.running_since is not None else now
-        self.running_since = None
+        self.running_since = self.run_id = None
         following = self.anchor + (math.floor((started - self.anchor) / every + 1e-9) + 1) * every
         if now <= following:
             self.due = following
