@@ -41,6 +41,7 @@ from twamp_common.test_packets import (
 from twamp_common.timestamp import ns_to_ntp
 
 from .activation import is_dual_stack
+from .drops import Address, DropReports
 
 #: Receive buffer asked of the kernel: a few ms of a 100k packets/s flow, so that a short
 #: scheduling stall of this process loses nothing.
@@ -48,11 +49,6 @@ RECEIVE_BUFFER = 4 * 1024 * 1024
 #: Largest datagram we read; anything longer is truncated by the kernel and dropped by us.
 MAX_DATAGRAM = 65535
 
-Address = tuple[str, int]
-#: Seconds between two reports of the same drop reason for one sender address.
-REPORT_INTERVAL = 1.0
-#: Most (address, reason) pairs remembered for REPORT_INTERVAL.
-REPORTS_TRACKED = 4096
 ANCILLARY_SPACE = udp_options.TRAFFIC_CLASS_ANCILLARY_SPACE
 #: A plain int: ``int & socket.MSG_TRUNC`` would build an enum member per packet (~0.8 µs).
 _MSG_TRUNC = int(socket.MSG_TRUNC)
@@ -162,7 +158,8 @@ class Reflector:
         #: packet, at most once per REPORT_INTERVAL per sender address and reason; set by the
         #: daemon to log it.
         self.on_light_drop: Callable[[str, Address], None] = lambda _reason, _sender: None
-        self._reported: dict[tuple[str, str], float] = {}
+        # Looked up per report: the daemon sets on_light_drop after construction.
+        self._report = DropReports(lambda reason, sender: self.on_light_drop(reason, sender))  # noqa: PLW0108
         #: Error Estimate (16-bit wire value) for T2 and T3; refreshed by the daemon.
         self.error_estimate = 0x0001
         #: Datagrams that matched no session (or no started one): never answered.
@@ -182,12 +179,8 @@ class Reflector:
         """
         if (address, port) in self._sockets:
             return
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock = open_udp(address, port)
         try:
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((address, port))
             self.adopt(sock, permanent=permanent, light=light)
         except OSError:
             sock.close()
@@ -369,19 +362,6 @@ class Reflector:
         self._light_by_address[sender[0]] = held + 1
         return session
 
-    def _report(self, reason: str, sender: Address, now: float) -> None:
-        """Tell the daemon why a Light packet was dropped, once per REPORT_INTERVAL per
-        (address, reason); the table of reports is bounded, whatever the senders."""
-        key = (sender[0], reason)
-        if now - self._reported.get(key, -REPORT_INTERVAL) < REPORT_INTERVAL:
-            return
-        if len(self._reported) >= REPORTS_TRACKED:
-            self._reported = {k: t for k, t in self._reported.items() if now - t < REPORT_INTERVAL}
-            if len(self._reported) >= REPORTS_TRACKED:
-                return
-        self._reported[key] = now
-        self.on_light_drop(reason, sender)
-
     def light_senders(self) -> list[TestSession]:
         """The TWAMP Light senders tracked now."""
         with self._lock:
@@ -510,6 +490,20 @@ def _authentic(protection: TestPacketProtection, data: bytes) -> bool:
 #: SO_RCVBUFFORCE and SO_SNDBUFFORCE (asm-generic/socket.h): buffer sizes beyond the sysctl
 #: limits, allowed with CAP_NET_ADMIN.
 _SO_RCVBUFFORCE, _SO_SNDBUFFORCE = 33, 32
+
+
+def open_udp(address: str, port: int) -> socket.socket:
+    """A UDP socket bound to ``address``:``port`` (IPv6 sockets IPv6-only); raises OSError."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def grow_buffers(sock: socket.socket, size: int = RECEIVE_BUFFER) -> None:
