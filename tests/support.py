@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -225,6 +226,23 @@ def running_server(workdir: Path, config: str, **kwargs: dict[str, str]) -> Iter
         yield server
     finally:
         server.stop()
+
+
+def log_lines(server: ServerProcess) -> list[dict[str, object]]:
+    """The server's JSON log lines so far; a line still being written is left for later."""
+    complete = server.log().rpartition("\n")[0]
+    return [json.loads(line) for line in complete.splitlines() if line.startswith("{")]
+
+
+def wait_log(server: ServerProcess, event: str, timeout: float = 5.0, **fields: object) -> dict:
+    """The first log line of ``event`` whose fields have these values, waiting for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log_lines(server):
+            if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
+                return line
+        time.sleep(0.05)
+    raise AssertionError(f"no log line {event!r} {fields}; log:\n{server.log()}")
 
 
 class ControlClient:

@@ -15,6 +15,7 @@ import functools
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,23 @@ from .control_server import Server
 from .logs import report_suppressed
 from .notify import Notifier
 from .reflector import Reflector, TestSession
+from .stamp_service import StampPolicy, StampService, StampSession
 
 #: Seconds between REFWAIT sweeps and clock-state refreshes.
 TICK = 1.0
 #: Seconds the daemon waits for control connections to close on SIGTERM.
 SHUTDOWN_GRACE = 5.0
 #: Keys whose new values only a restart applies (they decide which sockets exist).
-RESTART_KEYS = ("listen", "control_port", "test_port", "light_ports")
-#: Most TWAMP Light senders tracked at once, per configured max_sessions.
+RESTART_KEYS = (
+    "listen",
+    "control_port",
+    "test_port",
+    "light_ports",
+    "stamp_ports",
+    "stamp_mode",
+    "stamp_key_id",
+)
+#: Most TWAMP Light senders, and most STAMP sessions, tracked at once per configured max_sessions.
 LIGHT_SESSIONS_PER_SLOT = 10
 
 
@@ -48,12 +58,20 @@ class Daemon:
         self.loop = asyncio.get_running_loop()
         self.reflector = Reflector(self._reflector_failed)
         self.server = Server(config, self.reflector, log)
+        self.stamp = StampService(
+            stateful=config.stamp_mode == "stateful",
+            authenticated=config.stamp_key_id is not None,
+            on_failure=self._reflector_failed,
+            log=self._log_soon,
+        )
         self.listeners: list[asyncio.Server] = []
         self.stopping = asyncio.Event()
         self._reloads: set[asyncio.Task[None]] = set()
         self._last_status = (time.monotonic(), 0)
         #: The exit status: 0 unless the reflector thread died of a bug.
         self.exit_status = 0
+        #: The KeyID of the STAMP HMAC key, as the service was started (None: unauthenticated).
+        self.stamp_key_id = config.stamp_key_id
 
     async def bind(self, handed: HandedSockets | None = None) -> None:
         """Open every socket the configuration asks for; OSError if one cannot be had.
@@ -63,18 +81,33 @@ class Daemon:
         """
         config = self.config
         handed = handed or HandedSockets([])
-        self._apply_light_policy()
+        self._apply_udp_policy()
+        reflector, stamp = self.reflector, self.stamp
         for address in config.listen:
             host = str(address)
             try:
-                self._bind_udp(handed, host, config.test_port, light=False)
+                self._bind_udp(
+                    handed,
+                    host,
+                    config.test_port,
+                    functools.partial(reflector.adopt, light=False),
+                    functools.partial(reflector.bind, permanent=True),
+                )
             except OSError as error:
                 if _family_unavailable(error, address.is_unspecified):
                     self.log.warning("address family unavailable, not listening", address=host)
                     continue
                 raise
             for port in config.light_ports:
-                self._bind_udp(handed, host, port, light=True)
+                self._bind_udp(
+                    handed,
+                    host,
+                    port,
+                    functools.partial(reflector.adopt, light=True),
+                    functools.partial(reflector.bind, permanent=True, light=True),
+                )
+            for port in config.stamp_ports:
+                self._bind_udp(handed, host, port, stamp.adopt, stamp.bind)
             control = handed.take(socket.SOCK_STREAM, host, config.control_port)
             if control is not None:
                 self.listeners.append(
@@ -108,14 +141,22 @@ class Daemon:
         rather than in SYN-ACK retransmissions, seconds apart."""
         return max(100, self.config.max_connections)
 
-    def _bind_udp(self, handed: HandedSockets, host: str, port: int, *, light: bool) -> None:
+    @staticmethod
+    def _bind_udp(
+        handed: HandedSockets,
+        host: str,
+        port: int,
+        adopt: Callable[[socket.socket], None],
+        bind: Callable[[str, int], None],
+    ) -> None:
+        """Serve ``host``:``port`` with the socket systemd passed for it, or bind one."""
         passed = handed.take(socket.SOCK_DGRAM, host, port)
         if passed is not None:
-            self.reflector.adopt(passed.sock, light=light)
+            adopt(passed.sock)
         elif not handed.covered(socket.SOCK_DGRAM, host, port):
-            self.reflector.bind(host, port, permanent=True, light=light)
+            bind(host, port)
 
-    def _apply_light_policy(self) -> None:
+    def _apply_udp_policy(self) -> None:
         config = self.config
         self.reflector.light_allowed = config.light_allowed
         self.reflector.light_capacity = (
@@ -125,14 +166,24 @@ class Daemon:
         self.reflector.light_short = config.light_short_requests
         self.reflector.on_light_drop = self._light_dropped
         self.reflector.refwait = config.session_timeout_seconds
+        self.stamp.set_policy(
+            StampPolicy(
+                allowed=config.stamp_allowed,
+                capacity=config.max_sessions * LIGHT_SESSIONS_PER_SLOT if config.stamp_ports else 0,
+                per_address=config.stamp_sessions_per_address,
+                # The KeyID the service started with (stamp_key_id applies only on restart);
+                # a reload may give it a new secret.
+                key=config.keys.get(self.stamp_key_id) if self.stamp_key_id else None,
+            )
+        )
 
     def _light_dropped(self, reason: str, sender: tuple[str, int]) -> None:
-        """On the reflector thread: log on the event loop, which owns the log."""
         host, port = sender
-        report = functools.partial(
-            self.log.info, "light packet dropped", peer=host, peer_port=port, reason=reason
-        )
-        self.loop.call_soon_threadsafe(report)
+        self._log_soon("light packet dropped", peer=host, peer_port=port, reason=reason)
+
+    def _log_soon(self, event: str, **fields: object) -> None:
+        """From the reflector threads: log on the event loop, which owns the log."""
+        self.loop.call_soon_threadsafe(functools.partial(self.log.info, event, **fields))
 
     async def run(self, config_path: Path) -> int:
         """Serve until SIGTERM/SIGINT; the exit status."""
@@ -141,6 +192,7 @@ class Daemon:
         self.loop.add_signal_handler(signal.SIGHUP, self._reload_soon, config_path)
         self._refresh_clock()
         self.reflector.start()
+        self.stamp.start()
         self.notifier.ready(self.status_text())
         # After READY=1: the version's metadata lookup (~25 ms) need not delay the start.
         self.log.info(
@@ -151,6 +203,9 @@ class Daemon:
             listen=" ".join(str(address) for address in self.config.listen),
             modes=int(self.config.modes),
             light_ports=" ".join(map(str, self.config.light_ports)) or "off",
+            stamp_ports=" ".join(map(str, self.config.stamp_ports)) or "off",
+            stamp_mode=self.config.stamp_mode,
+            stamp_authenticated=self.stamp.authenticated,
         )
         ticker = asyncio.create_task(self._tick())
         await self.stopping.wait()
@@ -189,7 +244,7 @@ class Daemon:
                 )
             self.config = new
             self.server.config = new
-            self._apply_light_policy()
+            self._apply_udp_policy()
             for warning in new.warnings:
                 self.log.warning(warning)
             self.log.info("configuration reloaded", max_sessions=new.max_sessions)
@@ -202,6 +257,9 @@ class Daemon:
             now = time.monotonic()
             self.server.expire_idle(now)
             self._expire_light(now)
+            limit = self.config.session_timeout_seconds
+            for ended in self.stamp.expire(now, limit):
+                self._end_stamp(ended, f"no packet for {limit:g} s")
             report_suppressed(self.log)
             if now >= next_status:
                 self._refresh_clock()
@@ -229,14 +287,19 @@ class Daemon:
             **session.counters(),
         )
 
+    def _end_stamp(self, session: StampSession, reason: str) -> None:
+        self.log.info("stamp session ended", reason=reason, **session.fields(), **session.counts())
+
     def _refresh_clock(self) -> None:
-        self.reflector.error_estimate = read_clock_state().error_estimate().to_wire()
+        estimate = read_clock_state().error_estimate()
+        self.reflector.error_estimate = estimate.to_wire()
+        self.stamp.set_clock(estimate)
 
     def status_text(self) -> str:
         """The STATUS= line: connections, sessions, and the reflected packet rate."""
         now = time.monotonic()
         then, count = self._last_status
-        total = self.reflector.total_reflected
+        total = self.reflector.total_reflected + self.stamp.total_reflected
         rate = (total - count) / (now - then) if now > then else 0.0
         self._last_status = (now, total)
         sessions = [s for c in self.server.connections for s in c.sessions.values()]
@@ -244,7 +307,7 @@ class Daemon:
         return (
             f"{len(self.server.connections)} control connections, {len(sessions)} sessions"
             f" ({running} running), {self.reflector.light_sessions} light senders,"
-            f" {rate:.0f} packets/s reflected"
+            f" {self.stamp.sessions} stamp sessions, {rate:.0f} packets/s reflected"
         )
 
     async def shutdown(self) -> None:
@@ -262,6 +325,8 @@ class Daemon:
         for session in self.reflector.light_senders():
             self._end_light(session, "server stopping")
         self.reflector.close()
+        for stamp_session in self.stamp.close():
+            self._end_stamp(stamp_session, "server stopping")
         self.log.info("twamp-server stopped")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import signal
 import socket
 import subprocess
@@ -27,10 +26,12 @@ from support import (
     ServerProcess,
     config_port,
     free_port,
+    log_lines,
     ping,
     running_server,
     sender_socket,
     server_config,
+    wait_log,
 )
 from twamp_common import udp_options
 from twamp_common.codes import Accept, Mode
@@ -46,22 +47,6 @@ PRIVATE = ipaddress.ip_address("10.0.0.5")
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
     with running_server(tmp_path, server_config(tmp_path)) as process:
         yield process
-
-
-def log_lines(server: ServerProcess) -> list[dict[str, object]]:
-    """The server's JSON log lines so far; a line still being written is left for later."""
-    complete = server.log().rpartition("\n")[0]
-    return [json.loads(line) for line in complete.splitlines() if line.startswith("{")]
-
-
-def wait_log(server: ServerProcess, event: str, timeout: float = 5.0, **fields: object) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in log_lines(server):
-            if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
-                return line
-        time.sleep(0.05)
-    raise AssertionError(f"no log line {event!r} {fields}; log:\n{server.log()}")
 
 
 def greeting_modes(sock: socket.socket) -> int:
