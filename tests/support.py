@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,6 +58,24 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
     with socket.socket(family, kind) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+#: tshark, the independent decoder of what we put on the wire (`make venv` installs it).
+TSHARK = shutil.which("tshark")
+
+
+def tshark_lines(capture: Path, decode: Sequence[str], *args: str) -> list[str]:
+    """The non-empty lines tshark prints reading ``capture`` with ``decode`` ("-d" options)
+    and ``args`` (a display filter, fields)."""
+    assert TSHARK is not None, "tshark is missing: `make venv` installs it (Debian package tshark)"
+    result = subprocess.run(
+        [TSHARK, "-r", str(capture), *decode, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return [line for line in result.stdout.splitlines() if line.strip()]
 
 
 #: The shared secret of KeyID "alice" in every test server's keys file.

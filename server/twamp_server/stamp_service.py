@@ -334,9 +334,8 @@ class StampService:
         sender = (host, address[1])
         size = BASE_SIZE[self.authenticated]
         if flags & _MSG_TRUNC or len(data) < size:
-            self._report(
-                f"{len(data)} octets, shorter than a base STAMP packet ({size})", sender, now
-            )
+            reason = f"{len(data)} octets, shorter than a base STAMP packet ({size})"
+            self._report(reason if len(data) < size else "longer than a datagram", sender, now)
             return
         key = (
             entry.address,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -21,7 +21,16 @@ from pathlib import Path
 import pytest
 import support
 from scapy.contrib import stamp as scapy_stamp
-from support import ServerProcess, free_port, log_lines, running_server, server_config, wait_log
+from support import (
+    TSHARK,
+    ServerProcess,
+    free_port,
+    log_lines,
+    running_server,
+    server_config,
+    tshark_lines,
+    wait_log,
+)
 from twamp_common import stamp_tlv
 from twamp_common.errors import AuthenticationError
 from twamp_common.stamp import build_sender_packet, parse_reply
@@ -337,6 +346,24 @@ def test_sessions_end_after_session_timeout_and_log_their_counts(tmp_path: Path)
             )
 
 
+def test_sighup_applies_stamp_allow_and_leaves_admitted_sessions_alone(tmp_path: Path) -> None:
+    with _stamp_server(tmp_path) as server, _sender("127.0.0.1") as admitted:
+        port = _port(server)
+        packet = build_sender_packet(0, time.time_ns(), error_estimate=EE)
+        assert _exchange(admitted, packet, port) is not None
+        text = server.config_path.read_text()
+        changed = text.replace("stamp_allow = 127.0.0.0/8 ::1", "stamp_allow = ::1")
+        server.config_path.write_text(changed + "stamp_mode = stateless\n")
+        server.notify.messages.clear()
+        server.signal(signal.SIGHUP)
+        server.notify.wait_for("READY=1")
+        wait_log(server, "these settings apply only after a restart", settings="stamp_mode")
+        with _sender("127.0.0.1") as newcomer:
+            assert _exchange(newcomer, packet, port, timeout=0.5) is None
+        reply = _exchange(admitted, packet, port)
+        assert reply is not None and parse_reply(reply[0]).seq == 1  # still stateful
+
+
 def test_sender_outside_stamp_allow_is_not_answered(tmp_path: Path) -> None:
     port = free_port(socket.SOCK_DGRAM)
     config = server_config(tmp_path, stamp_ports=port, stamp_allow="127.0.0.2/32")
@@ -345,9 +372,6 @@ def test_sender_outside_stamp_allow_is_not_answered(tmp_path: Path) -> None:
         assert _exchange(sock, packet, port, timeout=0.5) is None
         wait_log(server, "stamp packet dropped", reason="sender not in stamp_allow")
         assert not [line for line in log_lines(server) if line["event"] == "stamp session started"]
-
-
-TSHARK = shutil.which("tshark")
 
 
 def test_tshark_decodes_a_captured_exchange_without_malformed_packets(tmp_path: Path) -> None:
@@ -388,14 +412,7 @@ def test_tshark_decodes_a_captured_exchange_without_malformed_packets(tmp_path: 
         decode = ["-d", f"udp.port=={port},twamp.test"]
 
         def run(*args: str) -> list[str]:
-            result = subprocess.run(
-                [TSHARK, "-r", str(capture), *decode, *args],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=60,
-            )
-            return [line for line in result.stdout.splitlines() if line.strip()]
+            return tshark_lines(capture, decode, *args)
 
         assert run("-Y", '_ws.malformed || _ws.expert.severity >= "Error"') == []
         fields = ["udp.srcport", "twamp.test.seq_number", "twamp.test.sender_seq_number"]
