@@ -10,10 +10,13 @@ secret).  tshark reads a capture of a real exchange.  scapy's TLV flags are comp
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -421,3 +424,83 @@ def test_tshark_decodes_a_captured_exchange_without_malformed_packets(tmp_path: 
         assert len(rows) == 2 * count and len(replies) == count
         # Stateful by default: our numbers from 0; the request's number copied beside them.
         assert [(int(r[1]), int(r[2])) for r in replies] == [(n, 100 + n) for n in range(count)]
+
+
+#: A Session-Sender inside the namespace (argv: port): four requests asking for Follow-Up
+#: Telemetry; nft drops the server's second reply on its way out, so that its send fails.
+_FAILED_SEND_SENDER = """
+import json, socket, subprocess, sys, time
+from twamp_common.stamp import build_sender_packet, parse_reply
+from twamp_common.stamp_tlv import FollowUpTelemetry
+from twamp_common.timestamp import ErrorEstimate
+from twamp_common.udp_options import ANCILLARY_SPACE, parse_ancillary, receive_options
+
+port = int(sys.argv[1])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for option in receive_options(socket.AF_INET):
+    sock.setsockopt(*option)
+sock.settimeout(1.0)
+rows = []
+for seq in range(4):
+    if seq == 1:
+        subprocess.run(["nft", "add", "rule", "inet", "test", "out", "udp", "sport", str(port),
+                        "drop"], check=True)
+    packet = build_sender_packet(seq, time.time_ns(), error_estimate=ErrorEstimate(True, 0, 1),
+                                 tlvs=[FollowUpTelemetry()])
+    sock.sendto(packet, ("127.0.0.1", port))
+    try:
+        data, ancdata, _flags, _address = sock.recvmsg(2048, ANCILLARY_SPACE)
+    except TimeoutError:
+        rows.append(None)
+    else:
+        reply, t4 = parse_reply(data), parse_ancillary(ancdata)[0]
+        follow_up = reply.follow_up
+        rows.append([reply.seq, reply.t3_ns, t4, follow_up and [follow_up.seq, follow_up.t3_ns]])
+    if seq == 1:
+        subprocess.run(["nft", "flush", "chain", "inet", "test", "out"], check=True)
+print(json.dumps(rows))
+"""
+
+
+def test_follow_up_telemetry_stays_right_after_a_failed_send(tmp_path: Path) -> None:
+    """A reply the kernel refused leaves its transmit counter in doubt: the server restarts it,
+    and the next replies still name the right earlier reply and its real send time."""
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        pytest.skip("needs root and nftables")
+    namespace = f"twamp-stamp-{os.getpid()}"
+    inside = ["ip", "netns", "exec", namespace]
+    subprocess.run(["ip", "netns", "add", namespace], check=True, timeout=10)
+    try:
+        subprocess.run([*inside, "ip", "link", "set", "lo", "up"], check=True, timeout=10)
+        for rule in (
+            "add table inet test",
+            "add chain inet test out { type filter hook output priority 0; }",
+        ):
+            subprocess.run([*inside, "nft", *rule.split()], check=True, timeout=10)
+        port = free_port(socket.SOCK_DGRAM)
+        config = server_config(
+            tmp_path, listen="127.0.0.1", stamp_ports=port, stamp_allow="127.0.0.1"
+        )
+        server = ServerProcess(tmp_path, config, prefix=inside)
+        try:
+            server.wait_ready()
+            result = subprocess.run(
+                [*inside, sys.executable, "-c", _FAILED_SEND_SENDER, str(port)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+        finally:
+            server.stop()
+    finally:
+        subprocess.run(["ip", "netns", "delete", namespace], check=False, timeout=10)
+    first, refused, after, last = json.loads(result.stdout)
+    seq0, t3_0, t4_0, before_first = first
+    seq2, t3_2, t4_2, (named2, sent2) = after
+    _seq3, _t3, _t4, (named3, sent3) = last
+    assert before_first is None and refused is None
+    assert named2 == seq0 and t3_0 <= sent2 <= t4_0  # the last reply that did leave
+    assert named3 == seq2 and t3_2 <= sent3 <= t4_2  # matched by the restarted counter
+    (ended,) = [line for line in log_lines(server) if line["event"] == "stamp session ended"]
+    assert (ended["reflected"], ended["dropped"]) == (3, 1)
