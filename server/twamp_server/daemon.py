@@ -68,7 +68,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._reloads: set[asyncio.Task[None]] = set()
         self._last_status = (time.monotonic(), 0)
-        #: The exit status: 0 unless the reflector thread died of a bug.
+        #: The exit status: 0 unless a reflector thread (TWAMP-Test or STAMP) died of a bug.
         self.exit_status = 0
         #: The KeyID of the STAMP HMAC key, as the service was started (None: unauthenticated).
         self.stamp_key_id = config.stamp_key_id
