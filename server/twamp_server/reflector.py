@@ -11,22 +11,18 @@ the send time T3 is read immediately before ``sendto``.  Per packet there is no 
 object creation beyond what the socket calls need; counters are plain integers read by the
 status line and the per-session log line.
 
-Threads: packets are reflected on a thread of their own that sleeps in ``epoll_wait`` and does
-nothing else.  An asyncio wake-up costs about as much CPU as the reflection itself, and at tens
-of thousands of packets per second each wake-up finds only one or two packets, so the event loop
-is left to TWAMP-Control and timers.  The control side changes the socket and session tables
-only while holding ``_lock``, which the reflector thread holds while it handles a batch; the
-fields of a :class:`TestSession` that both sides touch are single attribute writes.
+Threads: packets are reflected on a :class:`~twamp_server.poll_thread.PollThread` of their own
+(why: see there), so the event loop is left to TWAMP-Control and timers.  The control side
+changes the socket and session tables only while holding ``_lock``, which the reflector thread
+holds while it handles a batch; the fields of a :class:`TestSession` that both sides touch are
+single attribute writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import select
 import socket
-import threading
 import time
 from collections.abc import Callable
 
@@ -42,6 +38,7 @@ from twamp_common.timestamp import ns_to_ntp
 
 from .activation import is_dual_stack
 from .drops import Address, DropReports
+from .poll_thread import PollThread
 
 #: Receive buffer asked of the kernel: a few ms of a 100k packets/s flow, so that a short
 #: scheduling stall of this process loses nothing.
@@ -119,14 +116,8 @@ class Reflector:
 
     def __init__(self, on_failure: Callable[[BaseException], None]) -> None:
         """``on_failure`` is called, on the reflector thread, if that thread dies of a bug."""
-        self._on_failure = on_failure
-        self._lock = threading.Lock()
-        self._epoll = select.epoll()
-        #: Wakes the reflector thread to make it stop.
-        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._epoll.register(self._wake, select.EPOLLIN)
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="reflector", daemon=True)
+        self._poller = PollThread("reflector", self._ready, on_failure)
+        self._lock = self._poller.lock
         self._sockets: dict[tuple[str, int], socket.socket] = {}
         #: The same sockets by file descriptor, with their port and whether they are dual-stack:
         #: what epoll reports.
@@ -213,7 +204,7 @@ class Reflector:
                 self._permanent_ports.add(bound_port)
             if light:
                 self._light_ports.add(bound_port)
-            self._epoll.register(sock, select.EPOLLIN)
+            self._poller.register(sock)
 
     def bound(self, port: int) -> bool:
         """Whether some socket already listens on ``port``."""
@@ -221,25 +212,21 @@ class Reflector:
 
     def start(self) -> None:
         """Start reflecting on the reflector thread."""
-        self._thread.start()
+        self._poller.start()
 
     def close(self) -> None:
         """Stop the reflector thread and close every socket (shutdown)."""
-        self._stopping = True
-        os.eventfd_write(self._wake, 1)
-        if self._thread.is_alive():
-            self._thread.join()
+        self._poller.stop()
         with self._lock:
             for key in list(self._sockets):
                 self._close(key)
-        self._epoll.close()
-        os.close(self._wake)
+        self._poller.close()
 
     def _close(self, key: tuple[str, int]) -> None:
         """Close one socket; the caller holds ``_lock``."""
         sock = self._sockets.pop(key)
         del self._by_fd[sock.fileno()]
-        self._epoll.unregister(sock)
+        self._poller.unregister(sock)
         sock.close()
 
     # -- sessions --------------------------------------------------------------------------------
@@ -369,21 +356,11 @@ class Reflector:
 
     # -- the hot path ----------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        """The reflector thread: wait for packets, reflect them, until ``close``."""
-        poll = self._epoll.poll
-        lock = self._lock
-        by_fd = self._by_fd
-        try:
-            while not self._stopping:
-                events = poll()
-                with lock:
-                    for fd, _mask in events:
-                        entry = by_fd.get(fd)
-                        if entry is not None:
-                            self._receive(*entry)
-        except BaseException as error:  # a bug: let the daemon fail loudly, not reflect nothing
-            self._on_failure(error)
+    def _ready(self, fd: int, _events: int) -> None:
+        """On the reflector thread, holding ``_lock``: ``fd`` has a datagram."""
+        entry = self._by_fd.get(fd)
+        if entry is not None:
+            self._receive(*entry)
 
     def _receive(self, sock: socket.socket, port: int, dual_stack: bool) -> None:
         """Reflect one datagram from ``sock``; the caller holds ``_lock``.

@@ -23,19 +23,18 @@ and keeps what a session must remember between packets:
 Every port is either authenticated or not (``stamp_key_id``): the two layouts cannot be told
 apart by their octets, since an unauthenticated packet with TLVs may be 112 octets long too.
 
-Threads: like the TWAMP-Test reflector, the sockets are served by a thread of its own that
-sleeps in ``epoll_wait``; the daemon's event loop only calls :meth:`StampService.expire`,
-reads :attr:`StampService.sessions` and changes the policy, under ``_lock``.
+Threads: like the TWAMP-Test reflector, the sockets are served by a
+:class:`~twamp_server.poll_thread.PollThread` of their own; the daemon's event loop only calls
+:meth:`StampService.expire`, reads :attr:`StampService.sessions` and changes the policy and
+the clock state, under ``_lock``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import select
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable
 
@@ -55,6 +54,7 @@ from twamp_common.timestamp import ErrorEstimate
 
 from .activation import is_dual_stack
 from .drops import Address, DropReports
+from .poll_thread import PollThread
 from .reflector import MAX_DATAGRAM, grow_buffers, open_udp
 
 #: Room for SCM_TIMESTAMPNS, the TTL and the TOS, and for an SCM_TIMESTAMPING a kernel might
@@ -138,7 +138,6 @@ class StampService:
     ) -> None:
         """``log(event, **fields)`` must be callable from any thread (the daemon hands the
         lines to its event loop); ``on_failure`` is called on the thread if a bug ends it."""
-        self._on_failure = on_failure
         self._log = log
         self.authenticated = authenticated
         self.policy = StampPolicy()
@@ -147,12 +146,8 @@ class StampService:
         self._config = self._reflector_config()
         #: Stateful mode's own Sequence Numbers; our table already bounds the sessions.
         self._state = ReflectorState(sys.maxsize) if stateful else None
-        self._lock = threading.Lock()
-        self._epoll = select.epoll()
-        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._epoll.register(self._wake, select.EPOLLIN)
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="stamp", daemon=True)
+        self._poller = PollThread("stamp", self._ready, on_failure)
+        self._lock = self._poller.lock
         self._sockets: dict[int, _Socket] = {}
         self._sessions: dict[SessionKey, StampSession] = {}
         self._by_address: dict[str, int] = {}
@@ -214,27 +209,23 @@ class StampService:
         address, port = sock.getsockname()[:2]
         with self._lock:
             self._sockets[sock.fileno()] = _Socket(sock, address, port, dual_stack, stamping)
-            self._epoll.register(sock, select.EPOLLIN)
+            self._poller.register(sock)
 
     def start(self) -> None:
-        self._thread.start()
+        self._poller.start()
 
     def close(self) -> list[StampSession]:
         """Stop the thread, close every socket; the sessions that were running."""
-        self._stopping = True
-        os.eventfd_write(self._wake, 1)
-        if self._thread.is_alive():
-            self._thread.join()
+        self._poller.stop()
         with self._lock:
             for entry in self._sockets.values():
-                self._epoll.unregister(entry.sock)
+                self._poller.unregister(entry.sock)
                 entry.sock.close()
             self._sockets.clear()
             ended = list(self._sessions.values())
             self._sessions.clear()
             self._by_address.clear()
-        self._epoll.close()
-        os.close(self._wake)
+        self._poller.close()
         return ended
 
     # -- sessions ------------------------------------------------------------------------------
@@ -282,22 +273,15 @@ class StampService:
 
     # -- the thread ----------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        poll, lock, sockets = self._epoll.poll, self._lock, self._sockets
-        try:
-            while not self._stopping:
-                events = poll()
-                with lock:
-                    for fd, mask in events:
-                        entry = sockets.get(fd)
-                        if entry is None:
-                            continue
-                        if mask & _EPOLLERR:
-                            self._read_send_times(entry)
-                        if mask & _EPOLLIN:
-                            self._receive(entry)
-        except BaseException as error:  # a bug: let the daemon fail loudly
-            self._on_failure(error)
+    def _ready(self, fd: int, events: int) -> None:
+        """On the thread, holding ``_lock``: ``fd`` has send-time reports, a datagram, or both."""
+        entry = self._sockets.get(fd)
+        if entry is None:
+            return
+        if events & _EPOLLERR:
+            self._read_send_times(entry)
+        if events & _EPOLLIN:
+            self._receive(entry)
 
     def _read_send_times(self, entry: _Socket) -> None:
         """Take the kernel's transmit reports off the error queue (while it holds any, epoll
