@@ -503,4 +503,4 @@ def test_follow_up_telemetry_stays_right_after_a_failed_send(tmp_path: Path) -> 
     assert named2 == seq0 and t3_0 <= sent2 <= t4_0  # the last reply that did leave
     assert named3 == seq2 and t3_2 <= sent3 <= t4_2  # matched by the restarted counter
     (ended,) = [line for line in log_lines(server) if line["event"] == "stamp session ended"]
-    assert (ended["reflected"], ended["dropped"]) == (3, 1)
+    assert (ended["reason"], ended["reflected"], ended["dropped"]) == ("server stopping", 3, 1)
