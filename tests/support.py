@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,6 +58,24 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
     with socket.socket(family, kind) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+#: tshark, the independent decoder of what we put on the wire (`make venv` installs it).
+TSHARK = shutil.which("tshark")
+
+
+def tshark_lines(capture: Path, decode: Sequence[str], *args: str) -> list[str]:
+    """The non-empty lines tshark prints reading ``capture`` with ``decode`` ("-d" options)
+    and ``args`` (a display filter, fields)."""
+    assert TSHARK is not None, "tshark is missing: `make venv` installs it (Debian package tshark)"
+    result = subprocess.run(
+        [TSHARK, "-r", str(capture), *decode, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return [line for line in result.stdout.splitlines() if line.strip()]
 
 
 #: The shared secret of KeyID "alice" in every test server's keys file.
@@ -218,22 +237,6 @@ class ServerProcess:
             self.notify.close()
 
 
-def log_lines(server: ServerProcess) -> list[dict[str, object]]:
-    """The server's JSON log lines so far; a line still being written is left for later."""
-    complete = server.log().rpartition("\n")[0]
-    return [json.loads(line) for line in complete.splitlines() if line.startswith("{")]
-
-
-def wait_log(server: ServerProcess, event: str, timeout: float = 5.0, **fields: object) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in log_lines(server):
-            if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
-                return line
-        time.sleep(0.05)
-    raise AssertionError(f"no log line {event!r} {fields}; log:\n{server.log()}")
-
-
 @contextlib.contextmanager
 def running_server(workdir: Path, config: str, **kwargs: dict[str, str]) -> Iterator[ServerProcess]:
     server = ServerProcess(workdir, config, **kwargs)  # type: ignore[arg-type]
@@ -242,6 +245,23 @@ def running_server(workdir: Path, config: str, **kwargs: dict[str, str]) -> Iter
         yield server
     finally:
         server.stop()
+
+
+def log_lines(server: ServerProcess) -> list[dict[str, object]]:
+    """The server's JSON log lines so far; a line still being written is left for later."""
+    complete = server.log().rpartition("\n")[0]
+    return [json.loads(line) for line in complete.splitlines() if line.startswith("{")]
+
+
+def wait_log(server: ServerProcess, event: str, timeout: float = 5.0, **fields: object) -> dict:
+    """The first log line of ``event`` whose fields have these values, waiting for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log_lines(server):
+            if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
+                return line
+        time.sleep(0.05)
+    raise AssertionError(f"no log line {event!r} {fields}; log:\n{server.log()}")
 
 
 class ControlClient:

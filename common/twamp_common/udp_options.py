@@ -92,16 +92,23 @@ def traffic_class_receive_options(family: int) -> list[tuple[int, int, int]]:
     return [(socket.IPPROTO_IP, IP_RECVTOS, 1)]
 
 
-def received_dscp(ancdata: Iterable[tuple[int, int, bytes]]) -> int | None:
-    """The DSCP a packet arrived with (the TOS / Traffic Class octet without its ECN bits),
-    or None when ``recvmsg`` did not report it."""
+def received_traffic_class(ancdata: Iterable[tuple[int, int, bytes]]) -> int | None:
+    """The TOS / Traffic Class octet a packet arrived with (DSCP and ECN), or None when
+    ``recvmsg`` did not report it."""
     for level, kind, data in ancdata:
         if (level == socket.IPPROTO_IP and kind == socket.IP_TOS and data) or (
             level == socket.IPPROTO_IPV6 and kind == IPV6_TCLASS and len(data) >= 4
         ):
             octet = data[0] if len(data) < 4 else _INT.unpack_from(data)[0]
-            return int(octet) >> 2
+            return int(octet) & 0xFF
     return None
+
+
+def received_dscp(ancdata: Iterable[tuple[int, int, bytes]]) -> int | None:
+    """The DSCP a packet arrived with (the TOS / Traffic Class octet without its ECN bits),
+    or None when ``recvmsg`` did not report it."""
+    octet = received_traffic_class(ancdata)
+    return None if octet is None else octet >> 2
 
 
 def send_options(family: int, ttl: int = TTL_UNKNOWN) -> list[tuple[int, int, int]]:

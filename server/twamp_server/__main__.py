@@ -77,6 +77,7 @@ async def _serve(config: Config, config_path: Path) -> int:
     except (ValueError, OSError) as error:
         log.error("cannot use the sockets systemd passed", error=str(error))
         daemon.reflector.close()
+        daemon.stamp.close()
         return 1
     try:
         await daemon.bind(handed)
@@ -84,6 +85,7 @@ async def _serve(config: Config, config_path: Path) -> int:
         hint = _bind_hint(error)
         log.error("cannot bind", error=str(error), **({"hint": hint} if hint else {}))
         daemon.reflector.close()
+        daemon.stamp.close()
         return 1
     return await daemon.run(config_path)
 

@@ -23,6 +23,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import TypeVar
 
+from twamp_common import keys
 from twamp_common.codes import SECURE_CONTROL_MODES, SECURITY_MODES, Mode
 from twamp_common.service import ConfigError, InvalidValueError
 
@@ -60,6 +61,11 @@ KNOWN_KEYS = (
     "light_allow",
     "light_senders_per_address",
     "light_short_requests",
+    "stamp_ports",
+    "stamp_allow",
+    "stamp_mode",
+    "stamp_key_id",
+    "stamp_sessions_per_address",
     "pbkdf2_count",
     "status_interval",
     "log_level",
@@ -72,6 +78,9 @@ MODE_NAMES = {
     "mixed": Mode.MIXED,
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: The words ``stamp_mode`` accepts (RFC 8762 §4.3): the reflector's Sequence Number copied
+#: from the request, or counted per session by the reflector itself.
+STAMP_MODES = ("stateless", "stateful")
 #: Smallest status_interval: STATUS= updates more often than this only churn systemd.
 STATUS_INTERVAL_MIN = 0.1
 #: Default max_connections_per_client (capped at max_connections).  Routers and twping open one
@@ -160,6 +169,15 @@ class Config:
     light_senders_per_address: int = 16
     #: Reflect Light requests shorter than the 41-octet reply (the reply is then larger).
     light_short_requests: bool = False
+    #: UDP ports of the STAMP Session-Reflector (RFC 8762, RFC 8972).
+    stamp_ports: tuple[int, ...] = _NO_PORTS
+    _stamp_allow: tuple[IPNetwork, ...] = _NOWHERE
+    stamp_mode: str = "stateful"
+    #: The keys-file KeyID whose secret is the STAMP HMAC key: every STAMP port is then
+    #: authenticated-only (RFC 8762 §4.2.2, §4.3.2); None: unauthenticated-only.
+    stamp_key_id: bytes | None = None
+    #: Most STAMP sessions (sender port and SSID) tracked from one address.
+    stamp_sessions_per_address: int = 16
     pbkdf2_count: int = 8192
     #: Seconds between STATUS= updates to systemd.
     status_interval: float = 10.0
@@ -185,6 +203,15 @@ class Config:
     def light_allowed(self, address: str | IPAddress) -> bool:
         """Whether ``address`` gets TWAMP Light replies (``light_allow``)."""
         return _address_in(address, self._light_allow)
+
+    def stamp_allowed(self, address: str | IPAddress) -> bool:
+        """Whether ``address`` gets STAMP replies (``stamp_allow``)."""
+        return _address_in(address, self._stamp_allow)
+
+    @property
+    def stamp_key(self) -> bytes | None:
+        """The STAMP HMAC key (the secret of ``stamp_key_id``), None when STAMP is open."""
+        return None if self.stamp_key_id is None else self.keys.get(self.stamp_key_id)
 
 
 def _address_in(address: str | IPAddress, networks: Iterable[IPNetwork]) -> bool:
@@ -300,6 +327,24 @@ def _ports(text: str) -> tuple[int, ...]:
             raise InvalidValueError(f'"{token}" is not a port', allowed)
         found[int(token)] = None
     return tuple(found)
+
+
+def _stamp_mode(text: str) -> str:
+    word = text.strip().lower()
+    if word not in STAMP_MODES:
+        raise InvalidValueError("not a STAMP reflector mode", " or ".join(STAMP_MODES))
+    return word
+
+
+def _key_id(text: str) -> bytes | None:
+    """A KeyID; nothing at all (``stamp_key_id =``) is no KeyID."""
+    allowed = f"a KeyID of the keys file (1 to {keys.KEY_ID_MAX} octets, no spaces)"
+    key_id = text.strip().encode()
+    if not key_id:
+        return None
+    if len(key_id) > keys.KEY_ID_MAX or _SEPARATORS.search(text.strip()):
+        raise InvalidValueError("not a KeyID", allowed)
+    return key_id
 
 
 def _yes_no(text: str) -> bool:
@@ -562,6 +607,55 @@ def _idle_limits(settings: _Settings, max_connections: int, per_client: int) -> 
     return max_idle, reserved
 
 
+def _stamp_settings(
+    settings: _Settings, test_port: int, light_ports: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[IPNetwork, ...], str, bytes | None, int]:
+    """stamp_ports, stamp_allow, stamp_mode, stamp_key_id, stamp_sessions_per_address.
+
+    A UDP port serves one protocol: STAMP ports are neither test_port nor a Light port
+    (control_port is TCP: STAMP's UDP 862 and TWAMP-Control's TCP 862 do not meet).
+    """
+    get = settings.get
+    stamp_ports = get("stamp_ports", _ports, _NO_PORTS)
+    allow = get("stamp_allow", _network_list, _NOWHERE)
+    mode = get("stamp_mode", _stamp_mode, "stateful")
+    key_id = get("stamp_key_id", _key_id, None)
+    per_address = get("stamp_sessions_per_address", _integer(1, 100000), 16)
+    taken = {test_port: f"test_port {test_port}", **{p: f"light port {p}" for p in light_ports}}
+    for port in stamp_ports:
+        if port in taken:
+            raise settings.error(
+                "stamp_ports",
+                f"{taken[port]} is a TWAMP-Test port already",
+                "UDP ports other than test_port and light_ports",
+            )
+    return stamp_ports, allow, mode, key_id, per_address
+
+
+def _stamp_warnings(
+    settings: _Settings,
+    ports: tuple[int, ...],
+    allow: tuple[IPNetwork, ...],
+    key_id: bytes | None,
+    key_store: KeyStore,
+) -> list[str]:
+    """stamp_key_id checked against the keys file; what looks wrong about the STAMP keys."""
+    if key_id is not None and key_id not in key_store:
+        raise settings.error(
+            "stamp_key_id",
+            "no such KeyID in the keys file" if key_store else "no keys file holds keys",
+            "a KeyID of the keys file, or no stamp_key_id for unauthenticated STAMP",
+        )
+    warnings = []
+    if ports and not allow:
+        warnings.append("stamp_ports set but stamp_allow is empty: STAMP answers nobody")
+    if allow and not ports:
+        warnings.append("stamp_allow set but stamp_ports is empty: STAMP is off")
+    if key_id is not None and not ports:
+        warnings.append("stamp_key_id set but stamp_ports is empty: STAMP is off")
+    return warnings
+
+
 def parse_config(text: str, path: Path | None = None) -> Config:
     """Check the text of a configuration file; ``path`` is for messages and the keys file."""
     # A byte-order mark, which some editors write, is not part of the first key.
@@ -596,6 +690,9 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     light_allow = get("light_allow", _network_list, _NOWHERE)
     light_per_address = get("light_senders_per_address", _integer(1, 100000), 16)
     light_short = get("light_short_requests", _yes_no, False)
+    stamp_ports, stamp_allow, stamp_mode, stamp_key_id, stamp_per_address = _stamp_settings(
+        settings, test_port, light_ports
+    )
     pbkdf2_count = get("pbkdf2_count", _pbkdf2_count, 8192)
     interval = _number(STATUS_INTERVAL_MIN, math.inf, above=False, unit="seconds")
     status_interval = get("status_interval", interval, 10.0)
@@ -608,7 +705,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
             f"UDP ports other than test_port {test_port}",
         )
     key_store, keys_file = _load_keys(settings)
-    warnings: list[str] = []
+    warnings = _stamp_warnings(settings, stamp_ports, stamp_allow, stamp_key_id, key_store)
     if modes & SECURE_CONTROL_MODES and not key_store:
         modes &= Mode.UNAUTHENTICATED
         if not modes:
@@ -627,9 +724,10 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     if test_ports is not None:
         low, high = test_ports
         warnings.extend(
-            f"light port {port} lies in test_ports {low}-{high}: "
+            f"{kind} port {port} lies in test_ports {low}-{high}: "
             "test sessions asking for it are refused"
-            for port in light_ports
+            for kind, ports in (("light", light_ports), ("stamp", stamp_ports))
+            for port in ports
             if low <= port <= high
         )
 
@@ -660,6 +758,11 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         _light_allow=light_allow,
         light_senders_per_address=light_per_address,
         light_short_requests=light_short,
+        stamp_ports=stamp_ports,
+        _stamp_allow=stamp_allow,
+        stamp_mode=stamp_mode,
+        stamp_key_id=stamp_key_id,
+        stamp_sessions_per_address=stamp_per_address,
         pbkdf2_count=pbkdf2_count,
         status_interval=status_interval,
         log_level=log_level,

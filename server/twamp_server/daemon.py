@@ -15,6 +15,7 @@ import functools
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,23 @@ from .control_server import ControlPolicy, Server
 from .logs import report_suppressed
 from .reflector import Reflector
 from .sessions import Policy, Sessions
+from .stamp_service import StampPolicy, StampService
 
 #: Seconds between REFWAIT sweeps and clock-state refreshes.
 TICK = 1.0
 #: Seconds the daemon waits for control connections to close on SIGTERM.
 SHUTDOWN_GRACE = 5.0
 #: Keys whose new values only a restart applies (they decide which sockets exist).
-RESTART_KEYS = ("listen", "control_port", "test_port", "light_ports")
-#: Most TWAMP Light senders tracked at once, per configured max_sessions.
+RESTART_KEYS = (
+    "listen",
+    "control_port",
+    "test_port",
+    "light_ports",
+    "stamp_ports",
+    "stamp_mode",
+    "stamp_key_id",
+)
+#: Most TWAMP Light senders, and most STAMP sessions, tracked at once per configured max_sessions.
 LIGHT_SESSIONS_PER_SLOT = 10
 
 
@@ -49,14 +59,22 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.loop = asyncio.get_running_loop()
         self.reflector = Reflector(self._reflector_failed)
-        self.sessions = Sessions(table_policy(config), self.reflector, log)
+        self.stamp = StampService(
+            stateful=config.stamp_mode == "stateful",
+            authenticated=config.stamp_key_id is not None,
+            on_failure=self._reflector_failed,
+            log=self._log_soon,
+        )
+        self.sessions = Sessions(table_policy(config), self.reflector, self.stamp, log)
         self.server = Server(control_policy(config), self.reflector, self.sessions, log)
         self.listeners: list[asyncio.Server] = []
         self.stopping = asyncio.Event()
         self._reloads: set[asyncio.Task[None]] = set()
         self._last_status = (time.monotonic(), 0)
-        #: The exit status: 0 unless the reflector thread died of a bug.
+        #: The exit status: 0 unless a reflector thread (TWAMP-Test or STAMP) died of a bug.
         self.exit_status = 0
+        #: The KeyID of the STAMP HMAC key, as the service was started (None: unauthenticated).
+        self.stamp_key_id = config.stamp_key_id
 
     async def bind(self, handed: HandedSockets | None = None) -> None:
         """Open every socket the configuration asks for; OSError if one cannot be had.
@@ -66,18 +84,33 @@ class Daemon:
         """
         config = self.config
         handed = handed or HandedSockets([])
-        self._apply_light_policy()
+        self._apply_udp_policy()
+        reflector, stamp = self.reflector, self.stamp
         for address in config.listen:
             host = str(address)
             try:
-                self._bind_udp(handed, host, config.test_port, light=False)
+                self._bind_udp(
+                    handed,
+                    host,
+                    config.test_port,
+                    functools.partial(reflector.adopt, light=False),
+                    functools.partial(reflector.bind, permanent=True),
+                )
             except OSError as error:
                 if _family_unavailable(error, address.is_unspecified):
                     self.log.warning("address family unavailable, not listening", address=host)
                     continue
                 raise
             for port in config.light_ports:
-                self._bind_udp(handed, host, port, light=True)
+                self._bind_udp(
+                    handed,
+                    host,
+                    port,
+                    functools.partial(reflector.adopt, light=True),
+                    functools.partial(reflector.bind, permanent=True, light=True),
+                )
+            for port in config.stamp_ports:
+                self._bind_udp(handed, host, port, stamp.adopt, stamp.bind)
             control = handed.take(socket.SOCK_STREAM, host, config.control_port)
             if control is not None:
                 self.listeners.append(
@@ -111,25 +144,43 @@ class Daemon:
         rather than in SYN-ACK retransmissions, seconds apart."""
         return max(100, self.config.max_connections)
 
-    def _bind_udp(self, handed: HandedSockets, host: str, port: int, *, light: bool) -> None:
+    @staticmethod
+    def _bind_udp(
+        handed: HandedSockets,
+        host: str,
+        port: int,
+        adopt: Callable[[socket.socket], None],
+        bind: Callable[[str, int], None],
+    ) -> None:
+        """Serve ``host``:``port`` with the socket systemd passed for it, or bind one."""
         passed = handed.take(socket.SOCK_DGRAM, host, port)
         if passed is not None:
-            self.reflector.adopt(passed.sock, light=light)
+            adopt(passed.sock)
         elif not handed.covered(socket.SOCK_DGRAM, host, port):
-            self.reflector.bind(host, port, permanent=True, light=light)
+            bind(host, port)
 
-    def _apply_light_policy(self) -> None:
+    def _apply_udp_policy(self) -> None:
         config = self.config
         self.reflector.light_short = config.light_short_requests
         self.reflector.on_light_drop = self._light_dropped
+        self.stamp.set_policy(
+            StampPolicy(
+                allowed=config.stamp_allowed,
+                capacity=config.max_sessions * LIGHT_SESSIONS_PER_SLOT if config.stamp_ports else 0,
+                per_address=config.stamp_sessions_per_address,
+                # The KeyID the service started with (stamp_key_id applies only on restart);
+                # a reload may give it a new secret.
+                key=config.keys.get(self.stamp_key_id) if self.stamp_key_id else None,
+            )
+        )
 
     def _light_dropped(self, reason: str, sender: tuple[str, int]) -> None:
-        """On the reflector thread: log on the event loop, which owns the log."""
         host, port = sender
-        report = functools.partial(
-            self.log.info, "light packet dropped", peer=host, peer_port=port, reason=reason
-        )
-        self.loop.call_soon_threadsafe(report)
+        self._log_soon("light packet dropped", peer=host, peer_port=port, reason=reason)
+
+    def _log_soon(self, event: str, **fields: object) -> None:
+        """From the reflector threads: log on the event loop, which owns the log."""
+        self.loop.call_soon_threadsafe(functools.partial(self.log.info, event, **fields))
 
     async def run(self, config_path: Path) -> int:
         """Serve until SIGTERM/SIGINT; the exit status."""
@@ -138,6 +189,7 @@ class Daemon:
         self.loop.add_signal_handler(signal.SIGHUP, self._reload_soon, config_path)
         self._refresh_clock()
         self.reflector.start()
+        self.stamp.start()
         self.notifier.ready(self.status_text())
         # After READY=1: the version's metadata lookup (~25 ms) need not delay the start.
         self.log.info(
@@ -148,6 +200,9 @@ class Daemon:
             listen=" ".join(str(address) for address in self.config.listen),
             modes=int(self.config.modes),
             light_ports=" ".join(map(str, self.config.light_ports)) or "off",
+            stamp_ports=" ".join(map(str, self.config.stamp_ports)) or "off",
+            stamp_mode=self.config.stamp_mode,
+            stamp_authenticated=self.stamp.authenticated,
         )
         ticker = asyncio.create_task(self._tick())
         await self.stopping.wait()
@@ -187,7 +242,7 @@ class Daemon:
             self.config = new
             self.server.policy = control_policy(new)
             self.sessions.apply(table_policy(new))
-            self._apply_light_policy()
+            self._apply_udp_policy()
             for warning in new.warnings:
                 self.log.warning(warning)
             self.log.info("configuration reloaded", max_sessions=new.max_sessions)
@@ -211,7 +266,9 @@ class Daemon:
             await asyncio.sleep(min(TICK, interval or TICK))
 
     def _refresh_clock(self) -> None:
-        self.reflector.error_estimate = read_clock_state().error_estimate().to_wire()
+        estimate = read_clock_state().error_estimate()
+        self.reflector.error_estimate = estimate.to_wire()
+        self.stamp.set_clock(estimate)
 
     def status_text(self) -> str:
         """The STATUS= line: connections, sessions, and the reflected packet rate."""
@@ -223,7 +280,7 @@ class Daemon:
         return (
             f"{held.connections} control connections, {held.sessions} sessions"
             f" ({held.running} running), {held.light_senders} light senders,"
-            f" {rate:.0f} packets/s reflected"
+            f" {held.stamp_sessions} stamp sessions, {rate:.0f} packets/s reflected"
         )
 
     async def shutdown(self) -> None:
@@ -239,6 +296,7 @@ class Daemon:
             await asyncio.sleep(0.05)
         self.sessions.end_light_senders("server stopping")
         self.reflector.close()
+        self.sessions.end_stamp_sessions("server stopping")
         self.log.info("twamp-server stopped")
 
 

@@ -13,21 +13,17 @@ the send time T3 is read immediately before ``sendto``.  Per packet there is no 
 object creation beyond what the socket calls need; counters are plain integers read by the
 status line and the per-session log line.
 
-Threads: packets are reflected on a thread of their own that sleeps in ``epoll_wait`` and does
-nothing else.  An asyncio wake-up costs about as much CPU as the reflection itself, and at tens
-of thousands of packets per second each wake-up finds only one or two packets, so the event loop
-is left to TWAMP-Control and timers.  The control side changes the socket and session tables
-only while holding ``_lock``, which the reflector thread holds while it handles a batch; the
-fields of a :class:`TestSession` that both sides touch are single attribute writes.
+Threads: packets are reflected on a :class:`~twamp_server.poll_thread.PollThread` of their own
+(why: see there), so the event loop is left to TWAMP-Control and timers.  The control side
+changes the socket and session tables only while holding ``_lock``, which the reflector thread
+holds while it handles a batch; the fields of a :class:`TestSession` that both sides touch are
+single attribute writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import select
 import socket
-import threading
 import time
 from collections.abc import Callable
 
@@ -42,6 +38,8 @@ from twamp_common.test_packets import (
 from twamp_common.timestamp import ns_to_ntp
 
 from .activation import is_dual_stack
+from .drops import Address, DropReports
+from .poll_thread import PollThread
 from .sessions import Latches, LightSenders
 
 #: Receive buffer asked of the kernel: a few ms of a 100k packets/s flow, so that a short
@@ -50,11 +48,6 @@ RECEIVE_BUFFER = 4 * 1024 * 1024
 #: Largest datagram we read; anything longer is truncated by the kernel and dropped by us.
 MAX_DATAGRAM = 65535
 
-Address = tuple[str, int]
-#: Seconds between two reports of the same drop reason for one sender address.
-REPORT_INTERVAL = 1.0
-#: Most (address, reason) pairs remembered for REPORT_INTERVAL.
-REPORTS_TRACKED = 4096
 ANCILLARY_SPACE = udp_options.TRAFFIC_CLASS_ANCILLARY_SPACE
 #: A plain int: ``int & socket.MSG_TRUNC`` would build an enum member per packet (~0.8 µs).
 _MSG_TRUNC = int(socket.MSG_TRUNC)
@@ -125,14 +118,8 @@ class Reflector:
 
     def __init__(self, on_failure: Callable[[BaseException], None]) -> None:
         """``on_failure`` is called, on the reflector thread, if that thread dies of a bug."""
-        self._on_failure = on_failure
-        self._lock = threading.Lock()
-        self._epoll = select.epoll()
-        #: Wakes the reflector thread to make it stop.
-        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._epoll.register(self._wake, select.EPOLLIN)
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="reflector", daemon=True)
+        self._poller = PollThread("reflector", self._ready, on_failure)
+        self._lock = self._poller.lock
         self._sockets: dict[tuple[str, int], socket.socket] = {}
         #: The same sockets by file descriptor, with their port and whether they are dual-stack:
         #: what epoll reports.
@@ -153,7 +140,8 @@ class Reflector:
         #: packet, at most once per REPORT_INTERVAL per sender address and reason; set by the
         #: daemon to log it.
         self.on_light_drop: Callable[[str, Address], None] = lambda _reason, _sender: None
-        self._reported: dict[tuple[str, str], float] = {}
+        # Looked up per report: the daemon sets on_light_drop after construction.
+        self._report = DropReports(lambda reason, sender: self.on_light_drop(reason, sender))  # noqa: PLW0108
         #: Error Estimate (16-bit wire value) for T2 and T3; refreshed by the daemon.
         self.error_estimate = 0x0001
         #: Datagrams that matched no session (or no started one): never answered.
@@ -173,12 +161,8 @@ class Reflector:
         """
         if (address, port) in self._sockets:
             return
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock = open_udp(address, port)
         try:
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((address, port))
             self.adopt(sock, permanent=permanent, light=light)
         except OSError:
             sock.close()
@@ -211,7 +195,7 @@ class Reflector:
                 self._permanent_ports.add(bound_port)
             if light:
                 self._light_ports.add(bound_port)
-            self._epoll.register(sock, select.EPOLLIN)
+            self._poller.register(sock)
 
     def bound(self, port: int) -> bool:
         """Whether some socket already listens on ``port``."""
@@ -219,25 +203,21 @@ class Reflector:
 
     def start(self) -> None:
         """Start reflecting on the reflector thread."""
-        self._thread.start()
+        self._poller.start()
 
     def close(self) -> None:
         """Stop the reflector thread and close every socket (shutdown)."""
-        self._stopping = True
-        os.eventfd_write(self._wake, 1)
-        if self._thread.is_alive():
-            self._thread.join()
+        self._poller.stop()
         with self._lock:
             for key in list(self._sockets):
                 self._close(key)
-        self._epoll.close()
-        os.close(self._wake)
+        self._poller.close()
 
     def _close(self, key: tuple[str, int]) -> None:
         """Close one socket; the caller holds ``_lock``."""
         sock = self._sockets.pop(key)
         del self._by_fd[sock.fileno()]
-        self._epoll.unregister(sock)
+        self._poller.unregister(sock)
         sock.close()
 
     # -- sessions --------------------------------------------------------------------------------
@@ -305,19 +285,6 @@ class Reflector:
         self._sessions[session.key] = session
         return session
 
-    def _report(self, reason: str, sender: Address, now: float) -> None:
-        """Tell the daemon why a Light packet was dropped, once per REPORT_INTERVAL per
-        (address, reason); the table of reports is bounded, whatever the senders."""
-        key = (sender[0], reason)
-        if now - self._reported.get(key, -REPORT_INTERVAL) < REPORT_INTERVAL:
-            return
-        if len(self._reported) >= REPORTS_TRACKED:
-            self._reported = {k: t for k, t in self._reported.items() if now - t < REPORT_INTERVAL}
-            if len(self._reported) >= REPORTS_TRACKED:
-                return
-        self._reported[key] = now
-        self.on_light_drop(reason, sender)
-
     def light_senders(self) -> list[TestSession]:
         """The TWAMP Light senders tracked now."""
         with self._lock:
@@ -325,21 +292,11 @@ class Reflector:
 
     # -- the hot path ----------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        """The reflector thread: wait for packets, reflect them, until ``close``."""
-        poll = self._epoll.poll
-        lock = self._lock
-        by_fd = self._by_fd
-        try:
-            while not self._stopping:
-                events = poll()
-                with lock:
-                    for fd, _mask in events:
-                        entry = by_fd.get(fd)
-                        if entry is not None:
-                            self._receive(*entry)
-        except BaseException as error:  # a bug: let the daemon fail loudly, not reflect nothing
-            self._on_failure(error)
+    def _ready(self, fd: int, _events: int) -> None:
+        """On the reflector thread, holding ``_lock``: ``fd`` has a datagram."""
+        entry = self._by_fd.get(fd)
+        if entry is not None:
+            self._receive(*entry)
 
     def _receive(self, sock: socket.socket, port: int, dual_stack: bool) -> None:
         """Reflect one datagram from ``sock``; the caller holds ``_lock``.
@@ -437,6 +394,20 @@ class Reflector:
 #: SO_RCVBUFFORCE and SO_SNDBUFFORCE (asm-generic/socket.h): buffer sizes beyond the sysctl
 #: limits, allowed with CAP_NET_ADMIN.
 _SO_RCVBUFFORCE, _SO_SNDBUFFORCE = 33, 32
+
+
+def open_udp(address: str, port: int) -> socket.socket:
+    """A UDP socket bound to ``address``:``port`` (IPv6 sockets IPv6-only); raises OSError."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def grow_buffers(sock: socket.socket, size: int = RECEIVE_BUFFER) -> None:

@@ -1,4 +1,5 @@
-"""The server's table of what it holds: control connections, test sessions, TWAMP Light senders.
+"""The server's table of what it holds: control connections, test sessions, TWAMP Light senders
+and STAMP sessions.
 
 One owner for the counts every limit is checked against (connections by address and by
 network, idle ones, sessions by client and by network, Light senders by address), for the one
@@ -11,7 +12,9 @@ run it on a clock of its own.
 Threads: Light senders appear, and NAT senders latch, on the reflector thread;
 :class:`LightSenders` and :class:`Latches` are only changed under the reflector's lock (from its
 hot path and from ``Reflector.add``/``remove``), and the Light count is a single integer the
-event loop reads.
+event loop reads.  STAMP sessions are admitted and counted by
+:class:`~twamp_server.stamp_service.StampService` under its own lock; the table expires them and
+counts them with the rest.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from twamp_common.errors import ProtocolError
 
 if TYPE_CHECKING:
     from .reflector import Reflector, TestSession
+    from .stamp_service import StampService, StampSession
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -81,7 +85,8 @@ class Snapshot:
     #: Sessions that Start-Sessions started (stopped ones too, until they end).
     running: int
     light_senders: int
-    #: Replies sent since the start, all sessions and senders together.
+    stamp_sessions: int
+    #: Replies sent since the start, all sessions and senders together (STAMP's too).
     reflected: int
 
 
@@ -205,10 +210,12 @@ class Latches:
 
 
 class Sessions:
-    """The control connections and their test sessions; the Light senders of ``reflector``."""
+    """The control connections and their test sessions; the Light senders of ``reflector``;
+    the STAMP sessions of ``stamp`` (which admits them itself, on its own thread)."""
 
-    def __init__(self, policy: Policy, reflector: Reflector, log: Any) -> None:
+    def __init__(self, policy: Policy, reflector: Reflector, stamp: StampService, log: Any) -> None:
         self.reflector = reflector
+        self.stamp = stamp
         self.log = log
         self.connections: set[Connection] = set()
         self.apply(policy)
@@ -312,11 +319,22 @@ class Sessions:
         for session in self.reflector.light_senders():
             self.end_light(session, reason)
 
+    # -- STAMP sessions --------------------------------------------------------------------------
+
+    def end_stamp(self, session: StampSession, reason: str) -> None:
+        self.log.info("stamp session ended", reason=reason, **session.fields(), **session.counts())
+
+    def end_stamp_sessions(self, reason: str) -> None:
+        """Close the STAMP reflector and log the sessions it still held (shutdown)."""
+        for session in self.stamp.close():
+            self.end_stamp(session, reason)
+
     # -- the whole table -------------------------------------------------------------------------
 
     def expire(self, now: float) -> None:
         """End what is due at ``now``: sessions past their stop timeout or silent for REFWAIT,
-        control connections silent too long, Light senders silent for REFWAIT."""
+        control connections silent too long, Light senders and STAMP sessions silent for
+        REFWAIT."""
         refwait = self.policy.refwait
         for connection in list(self.connections):
             for session in list(connection.sessions.values()):
@@ -329,6 +347,8 @@ class Sessions:
         for sender in self.reflector.light_senders():
             if now - sender.last_seen > refwait:
                 self.end_light(sender, f"no packet for {refwait:g} s")
+        for ended in self.stamp.expire(now, refwait):
+            self.end_stamp(ended, f"no packet for {refwait:g} s")
 
     def snapshot(self) -> Snapshot:
         sessions = [session for c in self.connections for session in c.sessions.values()]
@@ -337,7 +357,8 @@ class Sessions:
             sessions=len(sessions),
             running=sum(1 for session in sessions if session.started),
             light_senders=self.reflector.light.count,
-            reflected=self.reflector.total_reflected,
+            stamp_sessions=self.stamp.sessions,
+            reflected=self.reflector.total_reflected + self.stamp.total_reflected,
         )
 
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ControlClient, ServerProcess, free_port, ping, server_config
+from support import ControlClient, ServerProcess, free_port, ping, sender_socket, server_config
 from twamp_common.codes import Accept
+from twamp_common.stamp import build_sender_packet, parse_reply
+from twamp_common.timestamp import ErrorEstimate
 from twamp_server.activation import HandedSockets
 
 
@@ -99,6 +102,31 @@ def test_the_server_binds_nothing_itself_for_handed_ports(
             if port in ports and f"socket:[{fields[9]}]" in inodes:
                 bound.append((table, port))
     assert sorted(bound) == sorted([("tcp6", ports[0]), ("udp6", ports[1])])
+
+
+def test_a_handed_stamp_socket_serves_ipv4_and_ipv6(tmp_path: Path) -> None:
+    """STAMP on a port systemd binds (ListenDatagram=862 in twamp-server.socket)."""
+    stamp_port = free_port(socket.SOCK_DGRAM, "::")
+    handed = _dual_stack(socket.SOCK_DGRAM, stamp_port)
+    config = server_config(
+        tmp_path, listen="::", stamp_ports=stamp_port, stamp_allow="127.0.0.1 ::1"
+    )
+    server = ServerProcess(tmp_path, config, handed=[handed])
+    handed.close()
+    try:
+        server.wait_ready()
+        for host in ("127.0.0.1", "::1"):
+            with sender_socket(host) as udp:
+                request = build_sender_packet(
+                    5, time.time_ns(), error_estimate=ErrorEstimate(True, 0, 1)
+                )
+                udp.sendto(request, (host, stamp_port))
+                reply = parse_reply(udp.recv(2048))
+                assert (reply.sender_seq, reply.seq) == (5, 0)
+        # Binding :: on that port again would have failed the start.
+        assert "does not use" not in server.log()
+    finally:
+        server.stop()
 
 
 def test_a_handed_socket_the_configuration_does_not_use_is_reported(tmp_path: Path) -> None:

@@ -11,11 +11,10 @@ no malformed packet and read back every field where the layouts agree.
 from __future__ import annotations
 
 import datetime
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 
+from support import tshark_lines
 from twamp_common.stamp import build_sender_packet
 from twamp_common.stamp_reflector import Arrival, Counters, ReflectorConfig, reflect
 from twamp_common.stamp_tlv import (
@@ -28,7 +27,6 @@ from twamp_common.stamp_tlv import (
 )
 from twamp_common.timestamp import ErrorEstimate
 
-TSHARK = shutil.which("tshark")
 PORT = 40862
 SENDER, REFLECTOR = bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1])
 T1 = 1_700_000_000_123_456_000
@@ -77,7 +75,6 @@ def _us(ns: int) -> int:
 
 
 def test_tshark_reads_stamp_as_twamp_test_where_layouts_agree(tmp_path: Path) -> None:
-    assert TSHARK is not None, "tshark is missing: `make venv` installs it (Debian package tshark)"
     datagrams, expected = [], []
     for seq, tlvs in enumerate(TLV_SETS):
         t1 = T1 + seq * 1_000_000
@@ -104,14 +101,7 @@ def test_tshark_reads_stamp_as_twamp_test_where_layouts_agree(tmp_path: Path) ->
     decode = ["-d", f"udp.port=={PORT},twamp.test"]
 
     def run(*args: str) -> list[str]:
-        result = subprocess.run(
-            [TSHARK, "-r", str(capture), *decode, *args],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        return [line for line in result.stdout.splitlines() if line.strip()]
+        return tshark_lines(capture, decode, *args)
 
     assert run("-Y", '_ws.malformed || _ws.expert.severity >= "Error"') == []
     fields = [

@@ -219,6 +219,14 @@ BAD_VALUES = [
     ("light_ports", "70000", "UDP ports 1 to 65535"),
     ("light_ports", "twamp", "UDP ports 1 to 65535"),
     ("light_allow", "192.0.2.300", "IP networks"),
+    ("stamp_ports", "0", "UDP ports 1 to 65535"),
+    ("stamp_ports", "stamp", "UDP ports 1 to 65535"),
+    ("stamp_allow", "2001:db8::/129", "IP networks"),
+    ("stamp_mode", "reflecting", "stateless or stateful"),
+    ("stamp_mode", "", "stateless or stateful"),
+    ("stamp_key_id", "two words", "a KeyID of the keys file"),
+    ("stamp_key_id", "k" * 81, "a KeyID of the keys file"),
+    ("stamp_sessions_per_address", "0", "1 to 100000"),
     ("pbkdf2_count", "1000", "a power of two from 1024 to 16777216"),
     ("pbkdf2_count", "512", "a power of two from 1024 to 16777216"),
     ("pbkdf2_count", str(2**25), "a power of two from 1024 to 16777216"),
@@ -600,6 +608,80 @@ def test_light_port_inside_test_ports_warns() -> None:
     )
     assert len(config.warnings) == 1
     assert "light port 5500 lies in test_ports 5000-6000" in config.warnings[0]
+
+
+def test_stamp_settings(tmp_path: Path) -> None:
+    keys = keys_file(tmp_path, f"alice {SECRET}\nprobes hex:00ff\n")
+    config = load_config(
+        conf(
+            tmp_path,
+            f"keys_file = {keys}\ncontrol_port = 862\nstamp_ports = 862, 8620\n"
+            "stamp_allow = 192.0.2.0/24 2001:db8::/32\nstamp_mode = Stateless\n"
+            "stamp_key_id = probes\nstamp_sessions_per_address = 3\n",
+        )
+    )
+    assert config.stamp_ports == (862, 8620)  # UDP 862 beside TWAMP-Control's TCP 862
+    assert config.stamp_allowed("192.0.2.9") and config.stamp_allowed("::ffff:192.0.2.9")
+    assert config.stamp_allowed("2001:db8::1") and not config.stamp_allowed("192.0.3.1")
+    assert not config.light_allowed("192.0.2.9")
+    assert (config.stamp_mode, config.stamp_key_id, config.stamp_key) == (
+        "stateless",
+        b"probes",
+        b"\x00\xff",
+    )
+    assert config.stamp_sessions_per_address == 3
+    assert config.warnings == ()
+
+
+def test_stamp_defaults_are_off_stateful_and_unauthenticated() -> None:
+    config = parse_config("")
+    assert (config.stamp_ports, config.stamp_mode, config.stamp_key) == ((), "stateful", None)
+    assert not config.stamp_allowed("127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("text", "taken"),
+    [
+        ("test_port = 9000\nstamp_ports = 862 9000\n", "test_port 9000"),
+        ("light_ports = 9001\nstamp_ports = 9001\n", "light port 9001"),
+    ],
+)
+def test_stamp_port_is_no_twamp_test_port(text: str, taken: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, Path("s.conf"))
+    assert str(caught.value) == (
+        f's.conf:2: stamp_ports = "{text.splitlines()[1].split("= ")[1]}": {taken} is a'
+        " TWAMP-Test port already; allowed: UDP ports other than test_port and light_ports"
+    )
+
+
+def test_stamp_key_id_must_name_a_key_of_the_keys_file(tmp_path: Path) -> None:
+    keys = keys_file(tmp_path)
+    path = conf(tmp_path, f"keys_file = {keys}\nstamp_ports = 862\nstamp_key_id = bob\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f'{path}:3: stamp_key_id = "bob": no such KeyID in the keys file; allowed: a KeyID of'
+        " the keys file, or no stamp_key_id for unauthenticated STAMP"
+    )
+    with pytest.raises(ConfigError, match="no keys file holds keys"):
+        parse_config("keys_file =\nstamp_key_id = alice\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "warning"),
+    [
+        ("stamp_ports = 862\n", "stamp_ports set but stamp_allow is empty: STAMP answers nobody"),
+        ("stamp_allow = ::1\n", "stamp_allow set but stamp_ports is empty: STAMP is off"),
+        (
+            "stamp_ports = 61010\nstamp_allow = ::1\n",
+            "stamp port 61010 lies in test_ports 61000-61099: test sessions asking for it are"
+            " refused",
+        ),
+    ],
+)
+def test_stamp_settings_that_look_wrong_warn(text: str, warning: str) -> None:
+    assert parse_config("modes = unauthenticated\n" + text).warnings == (warning,)
 
 
 def test_config_built_directly_has_the_file_defaults() -> None:

@@ -21,6 +21,7 @@ from twamp_server.daemon import table_policy
 from twamp_server.reflector import Reflector
 from twamp_server.reflector import TestSession as Session
 from twamp_server.sessions import Latches, LightSenders, Policy, Sessions
+from twamp_server.stamp_service import StampService
 
 REFWAIT = 10.0
 
@@ -81,8 +82,20 @@ def log() -> Log:
 
 
 @pytest.fixture
-def table(reflector: Reflector, log: Log) -> Sessions:
-    return Sessions(policy(), reflector, log)
+def stamp(log: Log) -> Iterator[StampService]:
+    service = StampService(
+        stateful=True,
+        authenticated=False,
+        on_failure=lambda error: pytest.fail(f"STAMP reflector failed: {error!r}"),
+        log=log.info,
+    )
+    yield service
+    service.close()
+
+
+@pytest.fixture
+def table(reflector: Reflector, stamp: StampService, log: Log) -> Sessions:
+    return Sessions(policy(), reflector, stamp, log)
 
 
 def session(number: int, last_seen: float, **fields: Any) -> Session:
@@ -181,7 +194,7 @@ def test_snapshot_counts_the_table(table: Sessions) -> None:
     connect(table, "192.0.2.3")
     snapshot = table.snapshot()
     assert (snapshot.connections, snapshot.sessions, snapshot.running) == (3, 3, 2)
-    assert (snapshot.light_senders, snapshot.reflected) == (0, 0)
+    assert (snapshot.light_senders, snapshot.stamp_sessions, snapshot.reflected) == (0, 0, 0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         snapshot.sessions = 0  # type: ignore[misc]
 
@@ -195,10 +208,13 @@ def test_held_counts_by_client_and_by_network(table: Sessions) -> None:
     assert (held.total, held.by_client, held.by_network) == (5, 2, 4)
 
 
-def test_connection_refusals_name_the_limit(reflector: Reflector, log: Log) -> None:
+def test_connection_refusals_name_the_limit(
+    reflector: Reflector, stamp: StampService, log: Log
+) -> None:
     table = Sessions(
         policy(max_connections=4, max_connections_per_client=2, reserved_connections=1),
         reflector,
+        stamp,
         log,
     )
     connect(table, "192.0.2.1", session(1, 0.0))
