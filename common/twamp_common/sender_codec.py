@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from . import stamp
 from .codes import Mode
@@ -130,17 +130,9 @@ class StampCodec:
             self.seal = lambda buffer: _signed(buffer, key)
         self.stamp_at = stamp.TIMESTAMP_OFFSET[authenticated]
 
-    def header_size(self) -> int:
-        """Octets of a packet without padding: base, TLVs and the HMAC TLV if there is one."""
-        return len(self.packet(0, 0))
-
     def packet(self, seq: int, padding: int) -> bytearray:
         setup = self._setup
-        if 0 < padding < HEADER_SIZE:
-            raise ValueError(
-                f"{padding} octets of padding cannot hold an Extra Padding TLV's"
-                f" {HEADER_SIZE}-octet header"
-            )
+        check_stamp_padding((padding,))
         tlvs = setup.with_counter(seq)
         if padding:
             tlvs.append(ExtraPadding(self._padding[: padding - HEADER_SIZE]))
@@ -170,6 +162,22 @@ class StampCodec:
             t1_packet=reply.t1_ns,
             synchronized=reply.error_estimate.synchronized,
             stamp=reply,
+        )
+
+
+def stamp_header_size(setup: StampSetup) -> int:
+    """Octets of a STAMP packet of ``setup`` without padding: base, TLVs, the HMAC TLV."""
+    return len(StampCodec(setup, b"", ErrorEstimate(False, 0, 1).to_wire()).packet(0, 0))
+
+
+def check_stamp_padding(paddings: Iterable[int]) -> None:
+    """ValueError for padding a STAMP packet cannot carry: 1 to 3 octets, less than the
+    header of the Extra Padding TLV that carries it."""
+    odd = sorted({padding for padding in paddings if 0 < padding < HEADER_SIZE})
+    if odd:
+        raise ValueError(
+            f"STAMP pads with an Extra Padding TLV, 0 or at least {HEADER_SIZE} octets:"
+            f" {odd[0]} octets of padding cannot be sent"
         )
 
 

@@ -37,7 +37,9 @@ from .stamp_tlv import (
     FollowUpTelemetry,
     Location,
     LocationSubType,
+    SyncSource,
     TimestampInformation,
+    TimestampMethod,
     TlvFlags,
     TlvType,
     TlvValue,
@@ -308,3 +310,11 @@ def summarize(readings: Sequence[StampReading], *, ssid: int) -> StampSummary:
         flags={name: dict(sorted(counts.items())) for name, counts in sorted(flags.items())},
         integrity_failed=integrity_failed,
     )
+
+
+def code_name(registry: type[SyncSource] | type[TimestampMethod], value: int) -> str:
+    """A registry code as reports print it: ``ntp``, ``hw-assist``; ``unassigned-N`` else."""
+    try:
+        return registry(value).name.lower().replace("_", "-")
+    except ValueError:
+        return f"unassigned-{value}"

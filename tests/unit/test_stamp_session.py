@@ -123,7 +123,7 @@ def test_padding_is_an_extra_padding_tlv_before_the_hmac_tlv() -> None:
     kinds = [tlv.type for tlv in decode(wire, 44)]
     assert kinds == [TlvType.TIMESTAMP_INFORMATION, TlvType.EXTRA_PADDING, TlvType.HMAC]
     assert decode(wire, 44)[1].value.pack_value() == bytes(range(16))  # type: ignore[union-attr]
-    with pytest.raises(ValueError, match="Extra Padding"):
+    with pytest.raises(ValueError, match="Extra Padding TLV, 0 or at least 4"):
         SessionSender(plan(StampSetup(), padding=3), now=0).outgoing()
 
 
