@@ -192,8 +192,12 @@ class StampAnswer:
     t3: int
     #: TOS / Traffic Class octet the request arrived with (None: not reported).
     tos: int | None
+    ssid: int
+    #: Octets of the request (and so of the reply).
+    size: int
     #: When the kernel sent the reply (what a later Follow-Up Telemetry TLV names).
     sent: int = 0
+    reply_size: int = 0
     dropped: bool = False
 
 
@@ -274,7 +278,9 @@ class _UdpReflector:
                     else (socket.IPPROTO_IP, socket.IP_TOS)
                 )
                 self.sock.setsockopt(level, option, dscp << 2)
-            self.sock.sendto(reply(), peer)
+            octets = reply()
+            answer.reply_size = len(octets)
+            self.sock.sendto(octets, peer)
             answer.sent = self._kernel_send_time()
 
     def _kernel_send_time(self) -> int:
@@ -351,7 +357,9 @@ class StampReflector(_UdpReflector):
             session=peer,
             follow_up=previous,
         )
-        answer = StampAnswer(reflection.sender_seq, reflection.seq, t2, 0, tos)
+        answer = StampAnswer(
+            reflection.sender_seq, reflection.seq, t2, 0, tos, reflection.ssid, len(data)
+        )
         self.answers.append(answer)
 
         def finish() -> bytes:
@@ -389,7 +397,7 @@ class ScapyStampReflector(_UdpReflector):
                 scapy_stamp.STAMPTestTLV(flags=flags, type=tlv.type, len=len(value), value=value)
             )
         seq = len(self.answers)
-        answer = StampAnswer(int(request.seq), seq, t2, 0, tos)
+        answer = StampAnswer(int(request.seq), seq, t2, 0, tos, int(request.ssid), len(data))
         self.answers.append(answer)
 
         def finish() -> bytes:

@@ -121,6 +121,25 @@ class Test:
         return 0
 
 
+def stamp_mode(mode: Mode | None, *, keyed: bool, tlvs: tuple[str, ...]) -> Mode | None:
+    """The mode of a STAMP target (RFC 8762 §4 has the unauthenticated and authenticated ones):
+    a key alone means authenticated; ValueError for a mode or key the TLVs cannot use.
+
+    The command line and the monitor's configuration both ask this, in their own words around
+    the one sentence.
+    """
+    if mode in (Mode.ENCRYPTED, Mode.MIXED):
+        raise ValueError("STAMP has no such mode: unauthenticated or authenticated (RFC 8762 §4)")
+    if "hmac" in tlvs and not keyed:
+        raise ValueError("the HMAC TLV needs the secret of a KeyID")
+    if keyed and mode == Mode.UNAUTHENTICATED and "hmac" not in tlvs:
+        raise ValueError(
+            "unauthenticated STAMP uses a KeyID's secret only for the HMAC TLV: ask for it,"
+            " or use the authenticated mode"
+        )
+    return Mode.AUTHENTICATED if keyed and mode is None else mode
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Header:
     """What is being measured, known once the session is set up."""

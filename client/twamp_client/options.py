@@ -21,7 +21,7 @@ from twamp_common.traffic import MODELS, ModelError, TrafficModel
 from twamp_common.version import VersionAction
 
 from .keyfile import FORMATS, KeyFileError, read_secret_file
-from .measurement import CONNECT_TIMEOUT, Target, Test
+from .measurement import CONNECT_TIMEOUT, Target, Test, stamp_mode
 
 #: DSCP names (RFC 2474, RFC 2597, RFC 3246, RFC 5865) accepted by --dscp.
 DSCP_NAMES = {
@@ -442,25 +442,23 @@ def _stamp(
         return (), None, mode
     if args.light:
         raise UsageError("--light and --stamp are two protocols: give one")
-    if mode in (Mode.ENCRYPTED, Mode.MIXED):
-        raise UsageError(
-            f"STAMP has no {args.mode} mode: -m unauthenticated or -m authenticated (RFC 8762 §4)"
-        )
     try:
         tlvs = parse_tlv_choices(args.stamp_tlv)
     except ValueError as error:
         raise UsageError(f"--stamp-tlv: {error}") from None
-    if args.key_id and mode is None:
-        mode = Mode.AUTHENTICATED
-    if "hmac" in tlvs and not args.key_id:
-        raise UsageError("--stamp-tlv hmac needs the secret of a KeyID: add -u KEYID")
-    if args.key_id and mode == Mode.UNAUTHENTICATED and "hmac" not in tlvs:
-        raise UsageError(
-            "unauthenticated STAMP uses a KeyID's secret only for --stamp-tlv hmac: add it,"
-            " or -m authenticated"
-        )
+    try:
+        mode = stamp_mode(mode, keyed=bool(args.key_id), tlvs=tlvs)
+    except ValueError as error:
+        raise UsageError(f"--stamp {' '.join(_stamp_words(args))}: {error}") from None
     ssid = None if args.ssid is None else _integer("--ssid", args.ssid, 1, 65535)
     return tlvs, ssid, mode
+
+
+def _stamp_words(args: argparse.Namespace) -> list[str]:
+    """The options a STAMP mode error is about, as typed."""
+    words = [] if args.mode is None else ["-m", args.mode]
+    words += [] if not args.key_id else ["-u", args.key_id]
+    return words + [f"--stamp-tlv {text}" for text in args.stamp_tlv]
 
 
 def parse(argv: list[str] | None = None) -> Options:

@@ -34,9 +34,10 @@ _T1_OFFSET = {False: 4, True: 16}
 Seal = Callable[[bytearray], bytes | bytearray]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Decoded:
-    """What the books need of a reply; times in Unix ns."""
+    """What the books need of a reply; times in Unix ns (not frozen: one is made per reply,
+    and a frozen dataclass is several times slower to make)."""
 
     sender_seq: int
     reflector_seq: int

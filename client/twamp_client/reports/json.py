@@ -144,6 +144,9 @@ def stamp_document(stamp: StampSummary) -> dict[str, Any]:
             "destination_port": location.destination_port,
         },
         "follow_up_inbound_us": _distribution(stamp.follow_up_inbound),
+        "follow_up_replies": 0
+        if stamp.follow_up_inbound is None
+        else stamp.follow_up_inbound.count,
         "follow_up_method": None
         if stamp.follow_up_method is None
         else code_name(TimestampMethod, stamp.follow_up_method),
