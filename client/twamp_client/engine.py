@@ -310,7 +310,9 @@ class _Run:
         self.schedule: Schedule | None = None
         self.header: Header | None = None
         self.destination: Address | None = None
-        #: recvmsg room for ancillary data: more when the DSCP of replies is read (STAMP CoS).
+        #: Whether the DSCP of each reply is read (STAMP's Class of Service TLV), and the
+        #: recvmsg room for ancillary data that takes.
+        self.receive_dscp = False
         self.ancillary_space = ANCILLARY_SPACE
         self.stop_requested = False
         #: Monotonic time to begin at; None once begun.
@@ -328,9 +330,9 @@ class _Run:
         self.started = datetime.datetime.now(datetime.UTC)
         try:
             family, self.address = resolve(self.target, self.test)
-            receive_dscp = self.target.stamp and "class-of-service" in self.test.stamp_tlvs
-            self.test_sock = open_test_socket(self.test, family, receive_dscp=receive_dscp)
-            if receive_dscp:
+            self.receive_dscp = self.target.stamp and "class-of-service" in self.test.stamp_tlvs
+            self.test_sock = open_test_socket(self.test, family, receive_dscp=self.receive_dscp)
+            if self.receive_dscp:
                 self.ancillary_space = TRAFFIC_CLASS_ANCILLARY_SPACE
             self.engine._register(self.test_sock.fileno(), _IN, self._on_test_socket)
             if self.target.stamp:
@@ -646,9 +648,8 @@ class _Run:
                 return
             received_ns, _ttl = parse_ancillary(ancdata)
             t4 = received_ns if received_ns is not None else time.time_ns()
-            event = sender.handle_reply(
-                data, t4=t4, source=(source[0], source[1]), dscp=received_dscp(ancdata)
-            )
+            dscp = received_dscp(ancdata) if self.receive_dscp else None
+            event = sender.handle_reply(data, t4=t4, source=(source[0], source[1]), dscp=dscp)
             if isinstance(event, Answered):
                 self.observer.answered(event.reply, event.duplicate)
         self._after_events()
