@@ -445,7 +445,7 @@ def _stamp(
     try:
         tlvs = parse_tlv_choices(args.stamp_tlv)
     except ValueError as error:
-        raise UsageError(f"--stamp-tlv: {error}") from None
+        raise UsageError(f"--stamp-tlv: {error} (allowed: {', '.join(TLV_CHOICES)})") from None
     try:
         mode = stamp_mode(mode, keyed=bool(args.key_id), tlvs=tlvs)
     except ValueError as error:

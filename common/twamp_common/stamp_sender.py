@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import enum
 import ipaddress
 from collections.abc import Iterable, Sequence
 
 from .stamp import FollowUp, StampReply
 from .stamp_tlv import (
-    ASSIGNED_FLAGS,
     AccessReport,
     ClassOfService,
     DirectMeasurement,
@@ -37,26 +37,25 @@ from .stamp_tlv import (
     FollowUpTelemetry,
     Location,
     LocationSubType,
-    SyncSource,
     TimestampInformation,
-    TimestampMethod,
     TlvFlags,
     TlvType,
     TlvValue,
 )
 from .stats import Distribution, distribution
 
+
+def code_name(registry: type[enum.IntEnum], value: int) -> str:
+    """A registry code as reports and options spell it: ``ntp``, ``hw-assist``,
+    ``class-of-service``; ``unassigned-N`` for a value the registry does not have."""
+    try:
+        return registry(value).name.lower().replace("_", "-")
+    except ValueError:
+        return f"unassigned-{value}"
+
+
 #: The TLVs a sender can ask for, by the name the command line and the monitor use.
-TLV_CHOICES: dict[str, TlvType] = {
-    "extra-padding": TlvType.EXTRA_PADDING,
-    "location": TlvType.LOCATION,
-    "timestamp-information": TlvType.TIMESTAMP_INFORMATION,
-    "class-of-service": TlvType.CLASS_OF_SERVICE,
-    "direct-measurement": TlvType.DIRECT_MEASUREMENT,
-    "access-report": TlvType.ACCESS_REPORT,
-    "follow-up-telemetry": TlvType.FOLLOW_UP_TELEMETRY,
-    "hmac": TlvType.HMAC,
-}
+TLV_CHOICES = tuple(code_name(TlvType, kind) for kind in TlvType)
 #: Letters of the TLV flags, as RFC 8972 §4 names them.
 FLAG_LETTERS = {TlvFlags.UNRECOGNIZED: "U", TlvFlags.MALFORMED: "M", TlvFlags.INTEGRITY: "I"}
 _MASK32 = 0xFFFFFFFF
@@ -74,8 +73,7 @@ def parse_tlv_choices(texts: Iterable[str]) -> tuple[str, ...]:
             if not name:
                 continue
             if name not in TLV_CHOICES:
-                allowed = ", ".join(TLV_CHOICES)
-                raise ValueError(f"{name!r} is not a STAMP TLV (allowed: {allowed})")
+                raise ValueError(f"{name!r} is not a STAMP TLV")
             if name not in chosen:
                 chosen.append(name)
     return tuple(chosen)
@@ -215,13 +213,6 @@ class StampSummary:
     integrity_failed: int
 
 
-def _type_name(kind: int) -> str:
-    try:
-        return TlvType(kind).name.lower().replace("_", "-")
-    except ValueError:
-        return f"type-{kind}"
-
-
 def _address(location: Location, kinds: tuple[LocationSubType, ...]) -> str | None:
     for kind in kinds:
         answer = location.answer(kind)
@@ -286,8 +277,8 @@ def summarize(readings: Sequence[StampReading], *, ssid: int) -> StampSummary:
         integrity_failed += reading.tlv_integrity is False
         for kind, bits in reading.flags:
             for flag, letter in FLAG_LETTERS.items():
-                if bits & ASSIGNED_FLAGS & flag:
-                    flags.setdefault(_type_name(kind), collections.Counter())[letter] += 1
+                if bits & flag:
+                    flags.setdefault(code_name(TlvType, kind), collections.Counter())[letter] += 1
     counters = None if last_counters is None else last_counters.direct_measurement
     forward = reverse = None
     if last_counters is not None and counters is not None:
@@ -310,11 +301,3 @@ def summarize(readings: Sequence[StampReading], *, ssid: int) -> StampSummary:
         flags={name: dict(sorted(counts.items())) for name, counts in sorted(flags.items())},
         integrity_failed=integrity_failed,
     )
-
-
-def code_name(registry: type[SyncSource] | type[TimestampMethod], value: int) -> str:
-    """A registry code as reports print it: ``ntp``, ``hw-assist``; ``unassigned-N`` else."""
-    try:
-        return registry(value).name.lower().replace("_", "-")
-    except ValueError:
-        return f"unassigned-{value}"

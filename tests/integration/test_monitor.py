@@ -87,7 +87,7 @@ def write_config(path: Path, server: ServerProcess, extra: str = "") -> Path:
         ("[target a]\naddress = h\nstamp_tlv = location\n", 'stamp_tlv = "location": only with'),
         (
             "[target a]\naddress = h\nstamp = yes\nstamp_tlv = location, colour\n",
-            "'colour' is not a STAMP TLV (allowed: extra-padding, location,",
+            "'colour' is not a STAMP TLV; allowed: extra-padding, location,",
         ),
         ("[target a]\naddress = h\nstamp = yes\nmode = mixed\n", "STAMP has no such mode"),
         (

@@ -30,6 +30,7 @@ from twamp_common.stamp_tlv import (
 )
 from twamp_common.test_session import (
     FAILED_HMAC,
+    MALFORMED,
     Answered,
     Lost,
     Rejected,
@@ -239,3 +240,22 @@ def test_a_bad_setup_is_refused() -> None:
         StampSetup(ssid=70000)
     with pytest.raises(ValueError, match="needs a key"):
         StampSetup(authenticated=True)
+
+
+def test_hostile_replies_are_invalid_or_their_tlvs_flagged_never_an_error() -> None:
+    setup = StampSetup(tlvs=sender_tlvs(["class-of-service"], dscp=0, ip_version=4))
+    sender = SessionSender(plan(setup, count=2), now=0)
+    wire = send(sender, 0)
+    assert sender.handle_reply(b"\x00" * 43, t4=WALL, source=REFLECTOR) == Rejected(MALFORMED)
+    good = reflect(wire, t2_ns=WALL, config=CONFIG, arrival=ARRIVAL).finish(WALL)
+    # A TLV area cut short and a Length past the end: the base packet is still measured, the
+    # TLV is no answer.
+    cut = bytearray(good[:50])
+    assert isinstance(sender.handle_reply(bytes(cut), t4=WALL + 1, source=REFLECTOR), Answered)
+    unknown = bytearray(good)
+    unknown[45] = 99  # a TLV type nobody registered
+    event = sender.handle_reply(bytes(unknown), t4=WALL + 2, source=REFLECTOR)
+    assert isinstance(event, Answered) and event.duplicate
+    summary = summarize(sender.outcome.stamp, ssid=0)
+    assert summary.dscp_at_reflector == {}
+    assert summary.flags == {}  # flags clear but unreadable: not an answer, not a flag either
