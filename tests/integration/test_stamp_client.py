@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import ScapyStampReflector, StampAnswer, StampReflector
+from peers import FakeReflector, ScapyStampReflector, StampAnswer, StampReflector, honest
 from support import run_client as client
-from twamp_client import Target, Test, measure
+from twamp_client import Engine, Measurement, Target, Test, measure
 from twamp_common.stamp_sender import TLV_CHOICES
 
 HOSTS = ["127.0.0.1", "::1"]
@@ -267,10 +267,45 @@ def test_sizes_are_the_same_both_ways() -> None:
     assert [(a.size, a.reply_size) for a in reflector.answers] == [(200, 200)] * 2
 
 
-def test_many_stamp_targets_and_raw_rows() -> None:
+def test_a_traffic_model_sizes_stamp_packets() -> None:
+    with StampReflector() as reflector:
+        result = client(
+            f"127.0.0.1:{reflector.port}",
+            *("--stamp", "--model", "g711", "-c", "3", "--stamp-tlv", "class-of-service", "-s"),
+        )
+    assert result.returncode == 0, result.stderr
+    assert "3 packets of 172 octets every 20 ms" in result.stdout  # 200 - 20 (IPv4) - 8 (UDP)
+    assert [(a.size, a.reply_size) for a in reflector.answers] == [(172, 172)] * 3
+
+
+def test_the_engine_runs_stamp_beside_light() -> None:
+    results: dict[bool, Measurement] = {}
+
+    def done(result: Measurement) -> None:
+        results[result.target.stamp] = result
+
+    with StampReflector() as stamp, FakeReflector(honest) as light:
+        engine = Engine()
+        try:
+            engine.submit(Target("127.0.0.1", stamp.port, stamp=True), Test(4, 10.0), done)
+            engine.submit(Target("127.0.0.1", light.port, light=True), Test(4, 10.0), done)
+            engine.run()
+        finally:
+            engine.close()
+    stamped, plain = results[True], results[False]
+    assert stamped.header is not None and plain.header is not None
+    assert (stamped.header.mode, plain.header.mode) == ("STAMP", "TWAMP Light")
+    assert stamped.stamp is not None and plain.stamp is None
+    for result in (stamped, plain):
+        assert result.summary is not None and result.summary.received == 4
+
+
+def test_many_stamp_targets_and_raw_rows(tmp_path: Path) -> None:
     with StampReflector() as four, ScapyStampReflector("::1") as six:
-        targets = [f"127.0.0.1:{four.port}", f"[::1]:{six.port}"]
-        result = client(*targets, "--stamp", "-c", "3", "-i", "10", "--raw")
+        targets = tmp_path / "targets"
+        targets.write_text(f"[::1]:{six.port}  # scapy\n")
+        args = [f"127.0.0.1:{four.port}", "-f", str(targets)]
+        result = client(*args, "--stamp", "-c", "3", "-i", "10", "--raw")
     assert result.returncode == 0, result.stderr
     rows = result.stdout.splitlines()
     assert rows[0].startswith("target,seq,t1_ns")
