@@ -45,7 +45,7 @@ from twamp_common.crypto import TestPacketProtection
 from twamp_common.errors import AuthenticationError, ProtocolError
 from twamp_common.schedule import Cycle, Periodic, Poisson, Schedule
 from twamp_common.sender_codec import check_stamp_padding, stamp_header_size
-from twamp_common.stamp_sender import StampSetup, sender_tlvs
+from twamp_common.stamp_sender import StampSetup, parse_tlv_choices, sender_tlvs
 from twamp_common.test_packets import SENDER_HEADER_SIZE
 from twamp_common.test_session import Answered, SenderPlan, SessionSender
 from twamp_common.udp_options import (
@@ -67,7 +67,7 @@ from .control_session import (
     dialogue,
     stop_sessions,
 )
-from .measurement import Header, Measurement, Observer, Target, Test
+from .measurement import Header, Measurement, Observer, Target, Test, stamp_mode
 from .sockets import Address, open_test_socket, resolve
 from .timer import Timer
 
@@ -352,15 +352,20 @@ class _Run:
         """
         assert self.address is not None and self.test_sock is not None
         test = self.test
-        mode = test.mode or Mode.UNAUTHENTICATED
-        authenticated = mode == Mode.AUTHENTICATED
         ip_version = 6 if self.test_sock.family == socket.AF_INET6 else 4
-        setup = StampSetup(
-            ssid=random.randint(1, 0xFFFF) if test.ssid is None else test.ssid,  # noqa: S311
-            tlvs=sender_tlvs(test.stamp_tlvs, dscp=test.dscp, ip_version=ip_version),
-            authenticated=authenticated,
-            key=test.secret if authenticated or "hmac" in test.stamp_tlvs else None,
-        )
+        try:
+            names = parse_tlv_choices(test.stamp_tlvs)
+            keyed = test.secret is not None
+            mode = stamp_mode(test.mode, keyed=keyed, tlvs=names) or Mode.UNAUTHENTICATED
+            authenticated = mode == Mode.AUTHENTICATED
+            setup = StampSetup(
+                ssid=random.randint(1, 0xFFFF) if test.ssid is None else test.ssid,  # noqa: S311
+                tlvs=sender_tlvs(names, dscp=test.dscp, ip_version=ip_version),
+                authenticated=authenticated,
+                key=test.secret if authenticated or "hmac" in names else None,
+            )
+        except ValueError as error:  # a Test built by a library caller, not by the options
+            raise ClientError(f"cannot measure STAMP: {error}") from None
         self.schedule = schedule_for(test, mode, ip_version, setup)
         name = "STAMP authenticated" if authenticated else "STAMP"
         self._start_test(mode, self.address, None, name, setup)

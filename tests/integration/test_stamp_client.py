@@ -17,6 +17,7 @@ import pytest
 from peers import FakeReflector, ScapyStampReflector, StampAnswer, StampReflector, honest
 from support import run_client as client
 from twamp_client import Engine, Measurement, Target, Test, measure
+from twamp_common.codes import Mode
 from twamp_common.stamp_sender import TLV_CHOICES
 
 HOSTS = ["127.0.0.1", "::1"]
@@ -333,6 +334,21 @@ def test_bad_stamp_options_are_one_sentence(args: list[str], message: str) -> No
     result = client("127.0.0.1", *args)
     assert result.returncode == 2
     assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("test", "message"),
+    [
+        (Test(count=1, mode=Mode.AUTHENTICATED), "authenticated STAMP needs a key"),
+        (Test(count=1, stamp_tlvs=("colour",)), "'colour' is not a STAMP TLV"),
+        (Test(count=1, stamp_tlvs=("hmac",)), "the HMAC TLV needs the secret of a KeyID"),
+        (Test(count=1, ssid=70000), "SSID 70000 is outside 0..65535"),
+    ],
+)
+def test_a_library_test_stamp_cannot_run_is_an_error(test: Test, message: str) -> None:
+    result = measure(Target("127.0.0.1", 9, stamp=True), test)
+    assert result.error == f"cannot measure STAMP: {message}"
+    assert result.status == 2
 
 
 def test_padding_stamp_cannot_carry_is_an_error() -> None:
