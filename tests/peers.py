@@ -195,6 +195,8 @@ class StampAnswer:
     ssid: int
     #: Octets of the request (and so of the reply).
     size: int
+    #: TTL / Hop Limit the request arrived with.
+    ttl: int
     #: When the kernel sent the reply (what a later Follow-Up Telemetry TLV names).
     sent: int = 0
     reply_size: int = 0
@@ -358,7 +360,7 @@ class StampReflector(_UdpReflector):
             follow_up=previous,
         )
         answer = StampAnswer(
-            reflection.sender_seq, reflection.seq, t2, 0, tos, reflection.ssid, len(data)
+            reflection.sender_seq, reflection.seq, t2, 0, tos, reflection.ssid, len(data), ttl
         )
         self.answers.append(answer)
 
@@ -397,7 +399,7 @@ class ScapyStampReflector(_UdpReflector):
                 scapy_stamp.STAMPTestTLV(flags=flags, type=tlv.type, len=len(value), value=value)
             )
         seq = len(self.answers)
-        answer = StampAnswer(int(request.seq), seq, t2, 0, tos, int(request.ssid), len(data))
+        answer = StampAnswer(int(request.seq), seq, t2, 0, tos, int(request.ssid), len(data), ttl)
         self.answers.append(answer)
 
         def finish() -> bytes:

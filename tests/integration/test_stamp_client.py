@@ -52,11 +52,12 @@ def key_file(tmp_path: Path) -> Path:
 def test_every_tlv_against_our_reflector(host: str) -> None:
     with StampReflector(host) as reflector:
         args = [where(host, reflector.port), "--stamp", "-c", "5", "-i", "10", "--dscp", "AF41"]
-        document = run_json(*args, "--stamp-tlv", ALL_TLVS, "--ssid", "4660")
+        document = run_json(*args, "--stamp-tlv", ALL_TLVS, "--ssid", "4660", "--ttl", "70")
     assert reflector.errors == []
     assert (document["mode"], document["sent"], document["received"]) == ("STAMP", 5, 5)
     answers = reflector.answers
-    assert [answer.ssid for answer in answers] == [4660] * 5
+    assert [(answer.ssid, answer.ttl) for answer in answers] == [(4660, 70)] * 5
+    assert document["hops"] == {"min": 0, "max": 0}  # loopback: the TTL it was sent with
     assert all(answer.reply_size == answer.size for answer in answers)
     stamp = document["stamp"]
     assert stamp["ssid"] == 4660
