@@ -4,7 +4,9 @@
 impossible timestamps, its own or our sequence numbers, short replies, drops).
 :class:`Dripper` is a TWAMP-Control "server" that sends its greeting one octet at a time.
 :class:`Proxy` relays a real server's control connection and can inject bytes into it or cut
-it, at a moment the test chooses.
+it, at a moment the test chooses.  :class:`StampReflector` (our sans-I/O reflector) and
+:class:`ScapyStampReflector` (scapy's STAMP packets) answer STAMP on loopback, recording what
+they put in each reply, and can lose packets in either direction.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from twamp_common import udp_options
+from twamp_common.stamp import FollowUp
+from twamp_common.stamp_reflector import Arrival, ReflectorConfig, ReflectorState, reflect
+from twamp_common.stamp_tlv import SyncSource, TimestampMethod
 from twamp_common.test_packets import ReflectorPacket, SenderPacket
-from twamp_common.timestamp import ErrorEstimate, ns_to_ntp
+from twamp_common.timestamp import NTP_UNIX_OFFSET, ErrorEstimate, ns_to_ntp
 
 SYNCED = ErrorEstimate(True, 0, 1).to_wire()
 
@@ -182,3 +188,242 @@ class Proxy:
                 self.client.shutdown(socket.SHUT_RDWR)
             self.client.close()
             self.client = None
+
+
+@dataclasses.dataclass
+class StampAnswer:
+    """What a STAMP test reflector put in one reply (or would have, had it not dropped it)."""
+
+    sender_seq: int
+    seq: int
+    t2: int
+    t3: int
+    #: TOS / Traffic Class octet the request arrived with (None: not reported).
+    tos: int | None
+    ssid: int
+    #: Octets of the request (and so of the reply).
+    size: int
+    #: TTL / Hop Limit the request arrived with.
+    ttl: int
+    #: When the kernel sent the reply (what a later Follow-Up Telemetry TLV names).
+    sent: int = 0
+    reply_size: int = 0
+    dropped: bool = False
+
+
+class _UdpReflector:
+    """A STAMP test reflector's socket loop on loopback; subclasses answer each request.
+
+    ``ignore``: sender sequence numbers never read (lost on the way out); ``drop``: numbers
+    answered but not sent back (lost on the way back).  ``answers`` records every reply.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        ignore: frozenset[int] = frozenset(),
+        drop: frozenset[int] = frozenset(),
+    ) -> None:
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        for level, option, value in [
+            *udp_options.receive_options(self.family),
+            *udp_options.traffic_class_receive_options(self.family),
+        ]:
+            self.sock.setsockopt(level, option, value)
+        for level, option, value in udp_options.tx_timestamp_options():
+            try:
+                self.sock.setsockopt(level, option, value)
+                break
+            except OSError:
+                continue
+        self.sock.bind((host, 0))
+        self.sock.settimeout(0.1)
+        self.address: tuple[str, int] = self.sock.getsockname()[:2]
+        self._sent = 0
+        self.port = self.address[1]
+        self.ignore, self.drop = ignore, drop
+        self.answers: list[StampAnswer] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> _UdpReflector:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, ancdata, _flags, peer = self.sock.recvmsg(
+                    65535, udp_options.TRAFFIC_CLASS_ANCILLARY_SPACE
+                )
+            except TimeoutError:
+                continue
+            kernel_t2, ttl = udp_options.parse_ancillary(ancdata)
+            tos = _tos(ancdata)
+            try:
+                seq = int.from_bytes(data[:4], "big")
+                if seq in self.ignore:
+                    continue
+                t2 = kernel_t2 or time.time_ns()
+                reply, dscp = self.answer(data, t2=t2, ttl=ttl, tos=tos, peer=peer[:2])
+            except Exception as error:  # recorded for the test to see
+                self.errors.append(repr(error))
+                continue
+            answer = self.answers[-1]
+            if seq in self.drop:
+                answer.dropped = True
+                continue
+            if dscp is not None:
+                level, option = (
+                    (socket.IPPROTO_IPV6, socket.IPV6_TCLASS)
+                    if self.family == socket.AF_INET6
+                    else (socket.IPPROTO_IP, socket.IP_TOS)
+                )
+                self.sock.setsockopt(level, option, dscp << 2)
+            octets = reply()
+            answer.reply_size = len(octets)
+            self.sock.sendto(octets, peer)
+            answer.sent = self._kernel_send_time()
+
+    def _kernel_send_time(self) -> int:
+        """When the kernel sent the last reply (SO_TIMESTAMPING), else the time read now."""
+        counter, self._sent = self._sent, self._sent + 1
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            try:
+                _data, ancdata, _flags, _address = self.sock.recvmsg(
+                    0, udp_options.TX_ANCILLARY_SPACE, socket.MSG_ERRQUEUE
+                )
+            except (BlockingIOError, TimeoutError):
+                time.sleep(0.001)
+                continue
+            stamp = udp_options.parse_tx_timestamp(ancdata)
+            if stamp is not None and stamp[0] == counter:
+                return stamp[1]
+        return time.time_ns()
+
+    def answer(
+        self, data: bytes, *, t2: int, ttl: int, tos: int | None, peer: tuple[str, int]
+    ) -> tuple[Callable[[], bytes], int | None]:
+        """A function that stamps T3 and returns the reply, and the DSCP to send it with;
+        appends its StampAnswer."""
+        raise NotImplementedError
+
+
+def _tos(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IP and kind == socket.IP_TOS and data:
+            return data[0]
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_TCLASS and len(data) >= 4:
+            return int.from_bytes(data[:4], "little")
+    return None
+
+
+class StampReflector(_UdpReflector):
+    """Our sans-I/O :func:`twamp_common.stamp_reflector.reflect` in a socket loop: stateful,
+    with Follow-Up Telemetry naming each previous reply's real send time."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        key: bytes | None = None,
+        authenticated: bool = False,
+        ignore: frozenset[int] = frozenset(),
+        drop: frozenset[int] = frozenset(),
+    ) -> None:
+        super().__init__(host, ignore=ignore, drop=drop)
+        self.key = key
+        self.config = ReflectorConfig(
+            ErrorEstimate(True, 0, 1),
+            authenticated=authenticated,
+            sync_source=SyncSource.PTP,
+            timestamp_in=TimestampMethod.HW_ASSIST,
+            timestamp_out=TimestampMethod.SW_LOCAL,
+        )
+        self.state = ReflectorState()
+
+    def answer(
+        self, data: bytes, *, t2: int, ttl: int, tos: int | None, peer: tuple[str, int]
+    ) -> tuple[Callable[[], bytes], int | None]:
+        sent = [answer for answer in self.answers if answer.sent]
+        previous = FollowUp(sent[-1].seq, sent[-1].sent, TimestampMethod.SW_LOCAL) if sent else None
+        arrival = Arrival(ttl=ttl, tos=tos, source=peer, destination=self.address)
+        reflection = reflect(
+            data,
+            t2_ns=t2,
+            config=self.config,
+            arrival=arrival,
+            key=self.key,
+            state=self.state,
+            session=peer,
+            follow_up=previous,
+        )
+        answer = StampAnswer(
+            reflection.sender_seq, reflection.seq, t2, 0, tos, reflection.ssid, len(data), ttl
+        )
+        self.answers.append(answer)
+
+        def finish() -> bytes:
+            answer.t3 = time.time_ns()
+            return reflection.finish(answer.t3)
+
+        return finish, reflection.reply_dscp
+
+
+class ScapyStampReflector(_UdpReflector):
+    """scapy's ``scapy.contrib.stamp`` reads our request and builds the reply (unauthenticated
+    only: scapy has no authenticated layout).  Stateful; it fills Timestamp Information (NTP,
+    software) and Class of Service from what it saw, and returns every other TLV with U set,
+    as a reflector that does not know them must."""
+
+    def answer(
+        self, data: bytes, *, t2: int, ttl: int, tos: int | None, peer: tuple[str, int]
+    ) -> tuple[Callable[[], bytes], int | None]:
+        from scapy.contrib import stamp as scapy_stamp  # here: scapy is slow to load
+
+        request = scapy_stamp.STAMPSessionSenderTestUnauthenticated(data)
+        tlvs = []
+        reply_dscp = None
+        for tlv in request.tlv_objects:
+            value, flags = bytes(tlv.value), 0x80
+            if tlv.type == 3 and len(value) >= 4:  # Timestamp Information: NTP, SW local
+                value, flags = bytes((1, 2, 1, 2)) + value[4:], 0
+            elif tlv.type == 4 and len(value) == 4 and tos is not None:  # Class of Service
+                dscp1 = value[0] >> 2
+                bits = dscp1 << 10 | (tos >> 2) << 4 | (tos & 3) << 2
+                value, flags, reply_dscp = bits.to_bytes(2, "big") + bytes(2), 0, dscp1
+            elif tlv.type == 1:  # Extra Padding: echoed, understood
+                flags = 0
+            tlvs.append(
+                scapy_stamp.STAMPTestTLV(flags=flags, type=tlv.type, len=len(value), value=value)
+            )
+        seq = len(self.answers)
+        answer = StampAnswer(int(request.seq), seq, t2, 0, tos, int(request.ssid), len(data), ttl)
+        self.answers.append(answer)
+
+        def finish() -> bytes:
+            answer.t3 = time.time_ns()
+            reply = scapy_stamp.STAMPSessionReflectorTestUnauthenticated(
+                seq=seq,
+                ts=answer.t3 / 1e9 + NTP_UNIX_OFFSET,
+                err_estimate=scapy_stamp.ErrorEstimate(S=1, scale=0, multiplier=1),
+                ssid=request.ssid,
+                ts_rx=t2 / 1e9 + NTP_UNIX_OFFSET,
+                seq_sender=request.seq,
+                ts_sender=request.getfieldval("ts"),
+                err_estimate_sender=request.err_estimate,
+                ttl_sender=ttl,
+                tlv_objects=tlvs,
+            )
+            return bytes(reply)
+
+        return finish, reply_dscp

@@ -83,9 +83,12 @@ def measure_all(options: Options, engine: Engine, out: IO[str]) -> list[Measurem
     if test.key_id:
         test = dataclasses.replace(test, secret=read_secret(options))
     targets = options.targets
-    light = any(isinstance(target, Target) and target.light for target in targets)
+    connectionless = all(
+        isinstance(target, BadTarget) or target.connectionless for target in targets
+    )
     reserve_descriptors(
-        sum(isinstance(target, Target) for target in targets), per_measurement=1 if light else 2
+        sum(isinstance(target, Target) for target in targets),
+        per_measurement=1 if connectionless else 2,
     )
     textual = not (options.json or options.raw or options.quiet)
     observer = (

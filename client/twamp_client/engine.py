@@ -1,10 +1,11 @@
 """The engine: many measurements at once in one thread, over one epoll.
 
 Each measurement is a :class:`_Run`: a TWAMP-Control dialogue over a non-blocking TCP socket
-(none for TWAMP Light), then a :class:`~twamp_common.test_session.SessionSender` fed from its
-UDP socket.  The engine keeps one heap of the runs' next deadlines and one timerfd armed at the
-nearest, so that it sleeps in ``epoll_wait`` until a packet is due or a datagram arrives: CPU
-per packet stays flat from one session to hundreds, and no wake-up is rounded to milliseconds.
+(none for TWAMP Light and STAMP), then a :class:`~twamp_common.test_session.SessionSender` fed
+from its UDP socket.  The engine keeps one heap of the runs' next deadlines and one timerfd
+armed at the nearest, so that it sleeps in ``epoll_wait`` until a packet is due or a datagram
+arrives: CPU per packet stays flat from one session to hundreds, and no wake-up is rounded to
+milliseconds.
 
 Timing, where precision is the point:
 
@@ -48,15 +49,19 @@ from twamp_common.codes import AUTHENTICATED_TEST_MODES, Mode, mode_name
 from twamp_common.control import NEED_DATA, ClientControl, ConnectionClosed
 from twamp_common.crypto import TestPacketProtection
 from twamp_common.errors import AuthenticationError, ProtocolError
-from twamp_common.schedule import Periodic, Poisson, Schedule
+from twamp_common.schedule import Cycle, Periodic, Poisson, Schedule
+from twamp_common.sender_codec import check_stamp_padding, stamp_header_size
+from twamp_common.stamp_sender import StampSetup, parse_tlv_choices, sender_tlvs
 from twamp_common.test_packets import SENDER_HEADER_SIZE
 from twamp_common.test_session import Answered, SenderPlan, SessionSender
 from twamp_common.udp_options import (
     ANCILLARY_SPACE,
+    TRAFFIC_CLASS_ANCILLARY_SPACE,
     TX_ANCILLARY_SPACE,
     parse_ancillary,
     parse_icmp_error,
     parse_tx_timestamp,
+    received_dscp,
 )
 
 from .control_session import (
@@ -68,7 +73,7 @@ from .control_session import (
     dialogue,
     stop_sessions,
 )
-from .measurement import Header, Measurement, Observer, Target, Test
+from .measurement import Header, Measurement, Observer, Target, Test, stamp_mode
 from .sockets import Address, open_test_socket, resolve
 from .timer import Timer
 
@@ -85,22 +90,36 @@ Done = Callable[[Measurement], None]
 _QUIET = Observer()
 
 
-def schedule_for(test: Test, mode: Mode, ip_version: int) -> Schedule:
-    """The send schedule a Test asks for in ``mode`` over IPv``ip_version``; ClientError when
-    it cannot be sent (a size below the header, a bandwidth too low)."""
+def schedule_for(
+    test: Test, mode: Mode, ip_version: int, stamp: StampSetup | None = None
+) -> Schedule:
+    """The send schedule a Test asks for in ``mode`` (or the STAMP session ``stamp``) over
+    IPv``ip_version``; ClientError when it cannot be sent (a size below the header, a bandwidth
+    too low, padding STAMP cannot carry)."""
     authenticated = bool(mode & AUTHENTICATED_TEST_MODES)
     try:
+        header = None if stamp is None else stamp_header_size(stamp)
         if test.traffic is not None:
-            return traffic.schedule(
-                test.traffic, ip_version=ip_version, authenticated=authenticated
+            schedule: Schedule = traffic.schedule(
+                test.traffic,
+                ip_version=ip_version,
+                authenticated=authenticated,
+                stamp_header=header,
             )
-        padding = test.sender_padding(mode)
+        else:
+            padding = test.sender_padding(mode) if header is None else test.stamp_padding(header)
+            interval_ns = max(1, round(test.interval_ms * 1e6))
+            if test.schedule == "poisson":
+                schedule = Poisson(interval_ns, padding, random.Random())  # noqa: S311 - not cryptography
+            else:
+                schedule = Periodic(interval_ns, padding)
+        if header is not None:
+            check_stamp_padding(
+                schedule.paddings if isinstance(schedule, Cycle) else (schedule.padding(0),)
+            )
     except ValueError as error:  # ModelError is one
         raise ClientError(str(error)) from None
-    interval_ns = max(1, round(test.interval_ms * 1e6))
-    if test.schedule == "poisson":
-        return Poisson(interval_ns, padding, random.Random())  # noqa: S311 - not cryptography
-    return Periodic(interval_ns, padding)
+    return schedule
 
 
 class Engine:
@@ -320,6 +339,10 @@ class _Run:
         self.schedule: Schedule | None = None
         self.header: Header | None = None
         self.destination: Address | None = None
+        #: Whether the DSCP of each reply is read (STAMP's Class of Service TLV), and the
+        #: recvmsg room for ancillary data that takes.
+        self.receive_dscp = False
+        self.ancillary_space = ANCILLARY_SPACE
         self.stop_requested = False
         #: Monotonic time to begin at; None once begun.
         self.start_at = start_at
@@ -336,14 +359,45 @@ class _Run:
         self.started = datetime.datetime.now(datetime.UTC)
         try:
             family, self.address = resolve(self.target, self.test)
-            self.test_sock = open_test_socket(self.test, family)
+            self.receive_dscp = self.target.stamp and "class-of-service" in self.test.stamp_tlvs
+            self.test_sock = open_test_socket(self.test, family, receive_dscp=self.receive_dscp)
+            if self.receive_dscp:
+                self.ancillary_space = TRAFFIC_CLASS_ANCILLARY_SPACE
             self.engine._register(self.test_sock.fileno(), _IN, self._on_test_socket)
-            if self.target.light:
+            if self.target.stamp:
+                self._start_stamp()
+            elif self.target.light:
                 self._start_test(Mode.UNAUTHENTICATED, self.address, None, "TWAMP Light")
             else:
                 self._connect(family)
         except ClientError as error:
             self.finish(str(error), error.hint)
+
+    def _start_stamp(self) -> None:
+        """A STAMP session: its SSID, TLVs and key, then straight to the test.
+
+        The key signs the authenticated layout and, with TLVs, seals an HMAC TLV; in the
+        unauthenticated mode it is used only when the HMAC TLV is asked for.
+        """
+        assert self.address is not None and self.test_sock is not None
+        test = self.test
+        ip_version = 6 if self.test_sock.family == socket.AF_INET6 else 4
+        try:
+            names = parse_tlv_choices(test.stamp_tlvs)
+            keyed = test.secret is not None
+            mode = stamp_mode(test.mode, keyed=keyed, tlvs=names) or Mode.UNAUTHENTICATED
+            authenticated = mode == Mode.AUTHENTICATED
+            setup = StampSetup(
+                ssid=random.randint(1, 0xFFFF) if test.ssid is None else test.ssid,  # noqa: S311
+                tlvs=sender_tlvs(names, dscp=test.dscp),
+                authenticated=authenticated,
+                key=test.secret if authenticated or "hmac" in names else None,
+            )
+        except ValueError as error:  # a Test built by a library caller, not by the options
+            raise ClientError(f"cannot measure STAMP: {error}") from None
+        self.schedule = schedule_for(test, mode, ip_version, setup)
+        name = "STAMP authenticated" if authenticated else "STAMP"
+        self._start_test(mode, self.address, None, name, setup)
 
     def _connect(self, family: int) -> None:
         assert self.address is not None
@@ -502,6 +556,7 @@ class _Run:
         destination: Address,
         protection: TestPacketProtection | None,
         mode_text: str,
+        stamp: StampSetup | None = None,
     ) -> None:
         test = self.test
         if self.schedule is None:  # TWAMP Light: no set-up has chosen it
@@ -519,6 +574,12 @@ class _Run:
             error_estimate=self.clock.error_estimate().to_wire(),
             wait_ns=int(test.wait * 1e9),
             reflector=(destination[0], destination[1]),
+            stamp=stamp,
+        )
+        header_size = (
+            SENDER_HEADER_SIZE[bool(mode & AUTHENTICATED_TEST_MODES)]
+            if stamp is None
+            else stamp_header_size(stamp)
         )
         self.header = Header(
             host=self.target.host,
@@ -527,12 +588,12 @@ class _Run:
             mode=mode_text,
             count=test.count,
             interval_ms=test.interval_ms if test.traffic is None else schedule.gap(0) / 1e6,
-            packet_size=SENDER_HEADER_SIZE[bool(mode & AUTHENTICATED_TEST_MODES)]
-            + schedule.padding(0),
+            packet_size=header_size + schedule.padding(0),
             started=self.started,
             test_port=destination[1],
             sender_port=self.test_sock.getsockname()[1] if self.test_sock else 0,
             local_address=self._local_address(destination),
+            ssid=None if stamp is None else stamp.ssid,
         )
         now = time.monotonic_ns()
         self.sender = SessionSender(plan, now=now)
@@ -612,7 +673,7 @@ class _Run:
             self._read_error_queue()
         if mask & select.EPOLLIN:
             try:
-                data, ancdata, _flags, source = sock.recvmsg(65535, ANCILLARY_SPACE)
+                data, ancdata, _flags, source = sock.recvmsg(65535, self.ancillary_space)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
@@ -621,7 +682,8 @@ class _Run:
                 return
             received_ns, _ttl = parse_ancillary(ancdata)
             t4 = received_ns if received_ns is not None else time.time_ns()
-            event = sender.handle_reply(data, t4=t4, source=(source[0], source[1]))
+            dscp = received_dscp(ancdata) if self.receive_dscp else None
+            event = sender.handle_reply(data, t4=t4, source=(source[0], source[1]), dscp=dscp)
             if isinstance(event, Answered):
                 self.observer.answered(event.reply, event.duplicate)
         self._after_events()

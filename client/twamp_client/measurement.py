@@ -11,7 +11,9 @@ import dataclasses
 import datetime
 from typing import ClassVar
 
+from twamp_common import stamp_sender
 from twamp_common.codes import AUTHENTICATED_TEST_MODES, CONTROL_PORT, TEST_PORT_IANA, Mode
+from twamp_common.stamp_sender import StampSummary
 from twamp_common.stats import Reply, Summary, summarize
 from twamp_common.test_packets import SENDER_HEADER_SIZE, SYMMETRIC_SENDER_PADDING
 from twamp_common.test_session import Lost, Outcome
@@ -23,18 +25,29 @@ CONNECT_TIMEOUT = 10.0
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Target:
-    """A TWAMP server (its TWAMP-Control port) or, with ``light``, a TWAMP Light reflector."""
+    """A TWAMP server (its TWAMP-Control port), or with ``light`` a TWAMP Light reflector, or
+    with ``stamp`` a STAMP Session-Reflector (RFC 8762)."""
 
     host: str
     port: int | None = None
     light: bool = False
+    stamp: bool = False
+
+    def __post_init__(self) -> None:
+        if self.light and self.stamp:
+            raise ValueError("a target is TWAMP Light or STAMP, not both")
+
+    @property
+    def connectionless(self) -> bool:
+        """Test packets go straight to the reflector's UDP port: no control session."""
+        return self.light or self.stamp
 
     @property
     def effective_port(self) -> int:
-        """The port given, or the registered one (862 for both TWAMP-Control and Light)."""
+        """The port given, or the registered one (862 for TWAMP-Control, Light and STAMP)."""
         if self.port is not None:
             return self.port
-        return TEST_PORT_IANA if self.light else CONTROL_PORT
+        return TEST_PORT_IANA if self.connectionless else CONTROL_PORT
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -75,6 +88,10 @@ class Test:
     connect_timeout: float = CONNECT_TIMEOUT
     #: A traffic model (g711, g729, cbr, imix) instead of interval and size.
     traffic: TrafficModel | None = None
+    #: STAMP: the TLVs to ask for (names of twamp_common.stamp_sender.TLV_CHOICES).
+    stamp_tlvs: tuple[str, ...] = ()
+    #: STAMP: the SSID of every session; None: a random one per session.
+    ssid: int | None = None
 
     def sender_padding(self, mode: Mode) -> int:
         """Sender padding: as given, from ``size``, or what makes both directions the same size.
@@ -90,6 +107,37 @@ class Test:
                 raise ValueError(f"--size {self.size} is below the {header}-octet sender header")
             return self.size - header
         return SYMMETRIC_SENDER_PADDING[authenticated]
+
+    def stamp_padding(self, header: int) -> int:
+        """STAMP padding beyond a ``header``-octet packet (base, TLVs, HMAC TLV): as given, from
+        ``size``, else none (STAMP is symmetric already).  ValueError when ``size`` is below
+        the header."""
+        if self.padding is not None:
+            return self.padding
+        if self.size is not None:
+            if self.size < header:
+                raise ValueError(f"--size {self.size} is below the {header}-octet STAMP packet")
+            return self.size - header
+        return 0
+
+
+def stamp_mode(mode: Mode | None, *, keyed: bool, tlvs: tuple[str, ...]) -> Mode | None:
+    """The mode of a STAMP target (RFC 8762 §4 has the unauthenticated and authenticated ones):
+    a key alone means authenticated; ValueError for a mode or key the TLVs cannot use.
+
+    The command line and the monitor's configuration both ask this, in their own words around
+    the one sentence.
+    """
+    if mode in (Mode.ENCRYPTED, Mode.MIXED):
+        raise ValueError("STAMP has no such mode: unauthenticated or authenticated (RFC 8762 §4)")
+    if "hmac" in tlvs and not keyed:
+        raise ValueError("the HMAC TLV needs the secret of a KeyID")
+    if keyed and mode == Mode.UNAUTHENTICATED and "hmac" not in tlvs:
+        raise ValueError(
+            "unauthenticated STAMP uses a KeyID's secret only for the HMAC TLV: ask for it,"
+            " or use the authenticated mode"
+        )
+    return Mode.AUTHENTICATED if keyed and mode is None else mode
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -110,6 +158,8 @@ class Header:
     sender_port: int
     #: The address our test packets leave from.
     local_address: str
+    #: The STAMP session's SSID; None for TWAMP.
+    ssid: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -128,6 +178,8 @@ class Measurement:
     hint: str | None = None
     #: Why one-way delays are unreliable, or None when both clocks are synchronised.
     unsync_reason: str | None = None
+    #: What the STAMP TLVs answered (STAMP targets only).
+    stamp: StampSummary | None = None
     #: When the run ended (its result was made).
     ended: datetime.datetime = dataclasses.field(
         default_factory=lambda: datetime.datetime.now(datetime.UTC)
@@ -164,7 +216,7 @@ class Measurement:
             sender_synchronized=sender_synchronized,
             reflector_synchronized=outcome.reflector_synchronized,
             initial_ttl=test.ttl,
-            stateless_possible=target.light,
+            stateless_possible=target.connectionless,
         )
         return cls(
             target,
@@ -175,6 +227,9 @@ class Measurement:
             error=error,
             hint=None if error is not None or summary.received else silence_hint(header, outcome),
             unsync_reason=unsync_reason(outcome, sender_synchronized),
+            stamp=None
+            if header.ssid is None
+            else stamp_sender.summarize(outcome.stamp, ssid=header.ssid),
         )
 
 
@@ -198,9 +253,10 @@ def silence_hint(header: Header, outcome: Outcome) -> str | None:
             f"{header.address} answered 'port unreachable': nothing listens on UDP port"
             f" {header.test_port} there"
         )
-    if header.mode == "TWAMP Light":
+    if header.mode == "TWAMP Light" or header.ssid is not None:
+        kind = "TWAMP Light" if header.ssid is None else "STAMP"
         opening = (
-            "no reply came back: is a TWAMP Light reflector listening on UDP port"
+            f"no reply came back: is a {kind} reflector listening on UDP port"
             f" {header.test_port}, and is"
         )
     else:

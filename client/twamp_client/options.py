@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 
 from twamp_common.codes import Mode
+from twamp_common.stamp_sender import TLV_CHOICES, parse_tlv_choices
 from twamp_common.traffic import MODELS, ModelError, TrafficModel
 from twamp_common.version import VersionAction
 
 from .keyfile import FORMATS, KeyFileError, read_secret_file
-from .measurement import CONNECT_TIMEOUT, Target, Test
+from .measurement import CONNECT_TIMEOUT, Target, Test, stamp_mode
 
 #: DSCP names (RFC 2474, RFC 2597, RFC 3246, RFC 5865) accepted by --dscp.
 DSCP_NAMES = {
@@ -46,8 +47,9 @@ USAGE = (
 )
 DESCRIPTION = """\
 Measure round-trip delay, one-way delays, jitter and loss to a TWAMP server (RFC 5357),
-or to a TWAMP Light reflector with --light. HOST is an IPv4 address, [IPv6] or a name;
-PORT is the server's TWAMP-Control port (862), or with --light the reflector's UDP port (862).
+to a TWAMP Light reflector with --light, or to a STAMP reflector (RFC 8762) with --stamp.
+HOST is an IPv4 address, [IPv6] or a name; PORT is the server's TWAMP-Control port (862),
+or with --light or --stamp the reflector's UDP port (862).
 Several targets (or -f FILE) are measured at the same time, each with its own session.
 """
 EPILOG = """\
@@ -57,6 +59,8 @@ examples:
   twamp-client 192.0.2.10 -c 5 -i 500 -s
   twamp-client [2001:db8::1]:862 -m encrypted -u alice --key-file /etc/twamp/alice.key
   twamp-client 198.51.100.7:862 --light -c 100 -i 10 --json
+  twamp-client 198.51.100.7 --stamp --stamp-tlv class-of-service,follow-up-telemetry
+  twamp-client 198.51.100.7 --stamp -m authenticated -u alice --key-file /etc/twamp/keys
   twamp-client 192.0.2.10 192.0.2.11 [2001:db8::7] -c 20 -i 100
   twamp-client -f sites.txt -c 50 -i 20 -s
 """
@@ -175,6 +179,24 @@ def _parser() -> argparse.ArgumentParser:
         "--light",
         action="store_true",
         help="TWAMP Light: no control session, test packets straight to HOST:PORT",
+    )
+    test.add_argument(
+        "--stamp",
+        action="store_true",
+        help="STAMP (RFC 8762): no control session, test packets straight to HOST:PORT;"
+        " -m authenticated -u KEYID signs them with the KeyID's secret",
+    )
+    test.add_argument(
+        "--stamp-tlv",
+        action="append",
+        default=[],
+        metavar="TLV[,TLV...]",
+        help="RFC 8972 TLVs to ask a STAMP reflector for (repeatable): " + ", ".join(TLV_CHOICES),
+    )
+    test.add_argument(
+        "--ssid",
+        metavar="SSID",
+        help="STAMP Session-Sender Identifier, 1-65535 (default: a random one per target)",
     )
     conn = parser.add_argument_group("connection")
     conn.add_argument(
@@ -307,6 +329,7 @@ _VALUED = {
     "--max-count",
     "--connect-timeout",
     "--dscp",
+    "--ssid",
 }
 
 
@@ -383,7 +406,7 @@ def read_targets(path: Path) -> list[str]:
     ]
 
 
-def _targets(texts: list[str], light: bool) -> tuple[Target | BadTarget, ...]:
+def _targets(texts: list[str], light: bool, stamp: bool) -> tuple[Target | BadTarget, ...]:
     """Each text as a Target; with several, a bad or repeated one becomes a BadTarget."""
     if not texts:
         raise UsageError("no target given: name a HOST[:PORT] or give -f FILE")
@@ -397,7 +420,7 @@ def _targets(texts: list[str], light: bool) -> tuple[Target | BadTarget, ...]:
                 raise
             targets.append(BadTarget(text, str(error)))
             continue
-        target = Target(host, port, light)
+        target = Target(host, port, light, stamp)
         key = (host.lower(), target.effective_port)
         if key in seen:
             targets.append(BadTarget(text, f"{text!r} repeats target {seen[key]}"))
@@ -405,6 +428,37 @@ def _targets(texts: list[str], light: bool) -> tuple[Target | BadTarget, ...]:
         seen[key] = number
         targets.append(target)
     return tuple(targets)
+
+
+def _stamp(
+    args: argparse.Namespace, mode: Mode | None
+) -> tuple[tuple[str, ...], int | None, Mode | None]:
+    """The STAMP options (TLVs, SSID) checked, and the mode: with --stamp, -u alone means the
+    authenticated mode (the only secure one STAMP has)."""
+    if not args.stamp:
+        for given, name in ((args.stamp_tlv, "--stamp-tlv"), (args.ssid, "--ssid")):
+            if given:
+                raise UsageError(f"{name} is for STAMP reflectors: add --stamp")
+        return (), None, mode
+    if args.light:
+        raise UsageError("--light and --stamp are two protocols: give one")
+    try:
+        tlvs = parse_tlv_choices(args.stamp_tlv)
+    except ValueError as error:
+        raise UsageError(f"--stamp-tlv: {error} (allowed: {', '.join(TLV_CHOICES)})") from None
+    try:
+        mode = stamp_mode(mode, keyed=bool(args.key_id), tlvs=tlvs)
+    except ValueError as error:
+        raise UsageError(f"--stamp {' '.join(_stamp_words(args))}: {error}") from None
+    ssid = None if args.ssid is None else _integer("--ssid", args.ssid, 1, 65535)
+    return tlvs, ssid, mode
+
+
+def _stamp_words(args: argparse.Namespace) -> list[str]:
+    """The options a STAMP mode error is about, as typed."""
+    words = [] if args.mode is None else ["-m", args.mode]
+    words += [] if not args.key_id else ["-u", args.key_id]
+    return words + [f"--stamp-tlv {text}" for text in args.stamp_tlv]
 
 
 def parse(argv: list[str] | None = None) -> Options:
@@ -422,6 +476,7 @@ def parse(argv: list[str] | None = None) -> Options:
     mode = MODES[args.mode] if args.mode else None
     if light and (mode not in (None, Mode.UNAUTHENTICATED) or args.key_id):
         raise UsageError("TWAMP Light has no control session: it is unauthenticated only")
+    stamp_tlvs, ssid, mode = _stamp(args, mode)
     if mode in (Mode.AUTHENTICATED, Mode.ENCRYPTED, Mode.MIXED) and not args.key_id:
         raise UsageError(f"the {args.mode} mode needs a KeyID: add -u KEYID")
     if args.key_id is not None and len(args.key_id.encode()) > 80:
@@ -457,9 +512,11 @@ def parse(argv: list[str] | None = None) -> Options:
         max_count=_integer("--max-count", args.max_count, 1024, 1 << 31),
         connect_timeout=_number("--connect-timeout", args.connect_timeout, 0.1, 3600),
         traffic=_traffic(args),
+        stamp_tlvs=stamp_tlvs,
+        ssid=ssid,
     )
     return Options(
-        targets=_targets(texts, light),
+        targets=_targets(texts, light, args.stamp),
         test=test,
         key_file=args.key_file,
         key_format=args.key_format,

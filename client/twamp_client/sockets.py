@@ -15,6 +15,7 @@ from twamp_common.udp_options import (
     receive_options,
     send_options,
     traffic_class_options,
+    traffic_class_receive_options,
     tx_timestamp_options,
 )
 
@@ -29,7 +30,7 @@ SPARE_DESCRIPTORS = 32
 def resolve(target: Target, test: Test) -> tuple[int, Address]:
     """(family, socket address) of ``target``; ClientError when the name does not resolve."""
     family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(test.family or 0, socket.AF_UNSPEC)
-    kind = socket.SOCK_DGRAM if target.light else socket.SOCK_STREAM
+    kind = socket.SOCK_DGRAM if target.connectionless else socket.SOCK_STREAM
     try:
         found = socket.getaddrinfo(target.host, target.effective_port, family, kind)
     except socket.gaierror as error:
@@ -54,10 +55,13 @@ def enable_tx_timestamps(sock: socket.socket) -> bool:
     return False
 
 
-def open_test_socket(test: Test, family: int) -> socket.socket:
+def open_test_socket(test: Test, family: int, *, receive_dscp: bool = False) -> socket.socket:
     """The Session-Sender's non-blocking UDP socket: kernel timestamps (receive and, if the
-    kernel can, transmit), ICMP errors on the error queue, TTL, DSCP, DF, source."""
+    kernel can, transmit), ICMP errors on the error queue, TTL, DSCP, DF, source; with
+    ``receive_dscp`` the DSCP each reply arrives with (read with TRAFFIC_CLASS_ANCILLARY_SPACE)."""
     settings = [*receive_options(family), *send_options(family, test.ttl)]
+    if receive_dscp:
+        settings += traffic_class_receive_options(family)
     settings += error_queue_options(family)
     settings += traffic_class_options(family, test.dscp)
     if test.dont_fragment:

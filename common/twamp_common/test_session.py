@@ -1,4 +1,5 @@
-"""The Session-Sender of one TWAMP-Test session, apart from I/O (RFC 5357 §4.1, RFC 4656 §4.1).
+"""The Session-Sender of one test session, apart from I/O (RFC 5357 §4.1, RFC 4656 §4.1, and
+STAMP's RFC 8762 §4.2 through the codecs of :mod:`twamp_common.sender_codec`).
 
 The driver owns the socket and the clocks and tells this object what happened; the object says
 what to send next, when it next needs the driver's attention, and what each reply means.  It is
@@ -19,8 +20,8 @@ Rules the accounting keeps:
   reason; the run goes on to its count, as ``ping`` does.
 * A reply is accepted only from the address and port its packets went to, only if it decodes
   (and, in the secure modes, passes its HMAC), and only for a sequence number that was sent;
-  anything else is counted as invalid with its reason.  An unauthenticated reply of 38 to 40
-  octets (the RFC 4656 layout, without the Sender TTL) is measured, its TTL unknown.
+  anything else is counted as invalid with its reason.  An unauthenticated TWAMP reply of 38
+  to 40 octets (the RFC 4656 layout, without the Sender TTL) is measured, its TTL unknown.
 """
 
 from __future__ import annotations
@@ -33,19 +34,12 @@ from .codes import AUTHENTICATED_TEST_MODES, Mode
 from .crypto import TestPacketProtection
 from .errors import AuthenticationError, ProtocolError
 from .schedule import Schedule
+from .sender_codec import Seal, StampCodec, TwampCodec
+from .stamp_sender import StampReading, StampSetup
 from .stats import Reply
-from .test_packets import (
-    REFLECTOR_HEADER_SIZE,
-    SHORT_REFLECTOR_SIZE,
-    ReflectorPacket,
-    SenderPacket,
-)
-from .timestamp import ErrorEstimate, ns_to_ntp, ntp_to_ns
+from .timestamp import ns_to_ntp
 
 _NTP = struct.Struct("!Q")
-_SEQ = struct.Struct("!I")
-#: Offset of T1 in a sender packet, by ``authenticated``.
-_T1_OFFSET = {False: 4, True: 16}
 
 #: Reasons a reply is not accepted (the keys of :attr:`Outcome.invalid`).
 FOREIGN_SOURCE = "from an address or port the packets were not sent to"
@@ -74,6 +68,9 @@ class SenderPlan:
     wait_ns: int
     #: (address, port) the packets go to, as the socket reports a datagram's source.
     reflector: tuple[str, int]
+    #: STAMP (RFC 8762) instead of TWAMP-Test: its SSID, TLVs and key (``mode`` and
+    #: ``protection`` are then unused).
+    stamp: StampSetup | None = None
 
     def __post_init__(self) -> None:
         if self.count < 0:
@@ -86,8 +83,18 @@ class SenderPlan:
 
     @property
     def authenticated(self) -> bool:
-        """Whether packets use the authenticated/encrypted layout (48/112 octet headers)."""
+        """Whether packets use an authenticated (or encrypted) layout."""
+        if self.stamp is not None:
+            return self.stamp.authenticated
         return bool(self.mode & AUTHENTICATED_TEST_MODES)
+
+    def codec(self) -> TwampCodec | StampCodec:
+        """How this plan's packets are laid out, sealed and decoded."""
+        if self.stamp is not None:
+            return StampCodec(self.stamp, self.padding, self.error_estimate)
+        return TwampCodec(
+            self.mode, self.protection, self.padding, self.error_estimate, self.authenticated
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -99,17 +106,17 @@ class Outgoing:
     deadline: int
     _buffer: bytearray
     _stamp_at: int
-    _protection: TestPacketProtection | None
+    _seal: Seal | None
 
     def wire(self, t1: int) -> bytes | bytearray:
         """The octets to send, stamped with ``t1`` (wall-clock ns read just before sending).
 
-        In the encrypted mode T1 lies inside the encrypted block, so the packet is sealed after
-        stamping; in the authenticated mode it lies outside the HMAC and was sealed already.
+        What T1 lies inside (TWAMP's encrypted block, STAMP's authenticated HMAC) is sealed
+        after stamping; the rest was sealed with the packet.
         """
         _NTP.pack_into(self._buffer, self._stamp_at, ns_to_ntp(t1))
-        if self._protection is not None:
-            return self._protection.seal_sender(bytes(self._buffer))
+        if self._seal is not None:
+            return self._seal(self._buffer)
         return self._buffer
 
 
@@ -166,6 +173,8 @@ class Outcome:
     send_errors: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     #: ICMP errors about our packets ("port unreachable"...), by what they said.
     icmp_errors: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    #: STAMP: what each valid reply said beyond its timestamps, in arrival order.
+    stamp: list[StampReading] = dataclasses.field(default_factory=list)
 
 
 class SessionSender:
@@ -187,14 +196,9 @@ class SessionSender:
         #: Whether the kernel's send times may still be matched to sequence numbers.
         self._kernel_times = True
         self._kernel_sent = bytearray()
-        self._templates: dict[int, bytearray] = {}
-        # Per-packet work reads plain values, not the mode's flags (enum arithmetic is slow).
-        self._authenticated = plan.authenticated
-        self._stamp_at = _T1_OFFSET[self._authenticated]
-        #: The authenticated mode seals before T1 is written (T1 lies outside the HMAC), the
-        #: encrypted mode after (T1 lies inside the encrypted block).
-        self._seal_first = plan.protection if plan.mode == Mode.AUTHENTICATED else None
-        self._seal_after = plan.protection if plan.mode == Mode.ENCRYPTED else None
+        #: Distinct replies so far.
+        self._received = 0
+        self._codec = plan.codec()
 
     # The schedule -------------------------------------------------------------------------
 
@@ -227,17 +231,10 @@ class SessionSender:
         """The next packet, or None when nothing is left to send."""
         if not self.sending:
             return None
-        plan = self.plan
         seq = self.outcome.sent
-        padding = plan.schedule.padding(seq)
-        buffer = self._templates.get(padding)
-        if buffer is None:
-            packet = SenderPacket(0, 0, plan.error_estimate, plan.padding[:padding])
-            buffer = self._templates[padding] = bytearray(packet.pack(self._authenticated))
-        _SEQ.pack_into(buffer, 0, seq)
-        if self._seal_first is not None:
-            buffer = bytearray(self._seal_first.seal_sender(bytes(buffer)))
-        return Outgoing(seq, self._next_at, buffer, self._stamp_at, self._seal_after)
+        codec = self._codec
+        buffer = codec.packet(seq, self.plan.schedule.padding(seq))
+        return Outgoing(seq, self._next_at, buffer, codec.stamp_at, codec.seal)
 
     def sent(self, t1: int, now: int) -> None:
         """The packet of :meth:`outgoing` left at wall-clock ``t1`` (ns)."""
@@ -312,21 +309,15 @@ class SessionSender:
         """An ICMP error came back about one of our packets."""
         self.outcome.icmp_errors[what] += 1
 
-    def handle_reply(self, data: bytes, *, t4: int, source: tuple[str, int]) -> ReplyEvent:
-        """What the datagram ``data`` from ``source``, received at wall-clock ``t4``, is."""
-        plan = self.plan
-        if source != plan.reflector:
+    def handle_reply(
+        self, data: bytes, *, t4: int, source: tuple[str, int], dscp: int | None = None
+    ) -> ReplyEvent:
+        """What the datagram ``data`` from ``source``, received at wall-clock ``t4`` (with
+        ``dscp``, when the socket reported it), is."""
+        if source != self.plan.reflector:
             return self._reject(FOREIGN_SOURCE)
-        authenticated = self._authenticated
-        short = not authenticated and (
-            SHORT_REFLECTOR_SIZE <= len(data) < REFLECTOR_HEADER_SIZE[False]
-        )
-        if short:
-            data = bytes(data).ljust(REFLECTOR_HEADER_SIZE[False], b"\0")
         try:
-            if plan.protection is not None:
-                data = plan.protection.open_reflector(data)
-            packet = ReflectorPacket.unpack(data, authenticated)
+            packet = self._codec.decode(data)
         except AuthenticationError:
             return self._reject(FAILED_HMAC)
         except ProtocolError:
@@ -338,22 +329,27 @@ class SessionSender:
         if seq < self._next_lost and not duplicate:
             self.outcome.late += 1
             return Late(seq)
-        if not ErrorEstimate.synchronized_on_wire(packet.error_estimate):
+        if not packet.synchronized:
             self.outcome.reflector_synchronized = False
         reply = Reply(
             sender_seq=seq,
-            reflector_seq=packet.seq,
+            reflector_seq=packet.reflector_seq,
             t1=self.outcome.send_times[seq],
-            t2=ntp_to_ns(packet.receive_timestamp),
-            t3=ntp_to_ns(packet.timestamp),
+            t2=packet.t2,
+            t3=packet.t3,
             t4=t4,
-            sender_ttl=None if short else packet.sender_ttl,
-            t1_packet=ntp_to_ns(packet.sender_timestamp),
+            sender_ttl=packet.ttl,
+            t1_packet=packet.t1_packet,
         )
         self._answered[seq] = 1
+        self._received += not duplicate
         while self._next_lost < self.outcome.sent and self._answered[self._next_lost]:
             self._next_lost += 1
         self.outcome.replies.append(reply)
+        if packet.stamp is not None:
+            self.outcome.stamp.append(
+                StampReading.of(packet.stamp, t4=t4, received=self._received, reply_dscp=dscp)
+            )
         return Answered(reply, duplicate)
 
     def _reject(self, reason: str) -> Rejected:

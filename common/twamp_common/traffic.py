@@ -66,13 +66,20 @@ def smallest_size(ip_version: int, authenticated: bool) -> int:
     return IP_UDP_HEADER[ip_version] + REFLECTOR_HEADER_SIZE[authenticated]
 
 
-def schedule(model: TrafficModel, *, ip_version: int, authenticated: bool) -> Schedule:
+def schedule(
+    model: TrafficModel, *, ip_version: int, authenticated: bool, stamp_header: int | None = None
+) -> Schedule:
     """The send schedule of ``model`` over IPv``ip_version`` in the given layout.
 
-    ModelError when the interval would exceed an hour (a bandwidth too low for the size).
+    ``stamp_header``: STAMP packets of that many octets before their padding (base and TLVs;
+    the reply is as long, so it is the floor too) instead of TWAMP-Test ones.  ModelError when
+    the interval would exceed an hour (a bandwidth too low for the size).
     """
-    floor = smallest_size(ip_version, authenticated)
-    overhead = IP_UDP_HEADER[ip_version] + SENDER_HEADER_SIZE[authenticated]
+    if stamp_header is None:
+        floor = smallest_size(ip_version, authenticated)
+        overhead = IP_UDP_HEADER[ip_version] + SENDER_HEADER_SIZE[authenticated]
+    else:
+        floor = overhead = IP_UDP_HEADER[ip_version] + stamp_header
     if model.name in VOICE:
         size, interval = VOICE[model.name]
         return Periodic(interval, max(size, floor) - overhead)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from peers import StampReflector
 from support import (
     SECRET,
     NotifySocket,
@@ -81,6 +82,21 @@ def write_config(path: Path, server: ServerProcess, extra: str = "") -> Path:
         ("[target a]\naddress = h\nevery = 0\n", 'every = "0": out of range'),
         ("[monitor]\nmetrics_listen = localhost\n", "names no port"),
         (
+            "[target a]\naddress = h\nlight = yes\nstamp = yes\n",
+            ':4: stamp = "yes": a target is TWAMP Light or STAMP, not both',
+        ),
+        ("[target a]\naddress = h\nstamp_tlv = location\n", 'stamp_tlv = "location": only with'),
+        (
+            "[target a]\naddress = h\nstamp = yes\nstamp_tlv = location, colour\n",
+            "'colour' is not a STAMP TLV; allowed: extra-padding, location,",
+        ),
+        ("[target a]\naddress = h\nstamp = yes\nmode = mixed\n", "STAMP has no such mode"),
+        (
+            "[target a]\naddress = h\nstamp = yes\nstamp_tlv = hmac\n",
+            ':4: stamp_tlv = "hmac": the HMAC TLV needs the secret of a KeyID',
+        ),
+        ("[target a]\naddress = h\nstamp = yes\nssid = 0\n", ':4: ssid = "0": out of range'),
+        (
             "[target a]\naddress = h\nmodel = cbr\nbandwidth = 1\nsize = 1500\n",
             ':4: bandwidth = "1": 1 bit/s is too low for the cbr model',
         ),
@@ -124,6 +140,22 @@ def test_once_runs_the_named_or_all_targets(tmp_path: Path, server: ServerProces
     unknown = monitor("--config", str(path), "--once", "nowhere")
     assert unknown.returncode == 2
     assert "no enabled target nowhere; targets: plain, secure" in unknown.stderr
+
+
+def test_once_measures_a_stamp_target(tmp_path: Path) -> None:
+    with StampReflector("::1") as reflector:
+        path = tmp_path / "monitor.conf"
+        path.write_text(
+            "[monitor]\ncount = 3\ninterval = 10\nhistory =\n\n"
+            f"[target stamp]\naddress = [::1]:{reflector.port}\nstamp = yes\nssid = 99\n"
+            "stamp_tlv = direct-measurement, timestamp-information\n"
+        )
+        result = monitor("--config", str(path), "--once")
+    assert result.returncode == 0, result.stderr
+    assert "STAMP mode, SSID 99" in result.stdout
+    assert "3 sent, 3 received, 0.0% loss" in result.stdout
+    assert "direct measurement: S_TxC 3, R_RxC 3, R_TxC 3" in result.stdout
+    assert [answer.ssid for answer in reflector.answers] == [99] * 3
 
 
 class MonitorProcess:

@@ -19,12 +19,14 @@ from typing import TypeVar
 
 from twamp_common.codes import Mode
 from twamp_common.ipfix import DOCUMENTATION_PEN
+from twamp_common.sender_codec import stamp_header_size
 from twamp_common.service import ConfigError, InvalidValueError
+from twamp_common.stamp_sender import TLV_CHOICES, StampSetup, parse_tlv_choices, sender_tlvs
 from twamp_common.traffic import MODELS, ModelError, TrafficModel
 from twamp_common.traffic import schedule as model_schedule
 
 from ..keyfile import KeyFileError, read_secret_file
-from ..measurement import Target, Test
+from ..measurement import Target, Test, stamp_mode
 from ..options import MIN_INTERVAL_MS, MODES, UsageError, split_host_port
 
 DEFAULT_PATH = Path("/etc/twamp/twamp-monitor.conf")
@@ -41,9 +43,9 @@ _MONITOR_KEYS = (
     "ipfix_template_refresh",
 )
 _TARGET_KEYS = (
-    "address", "light", "mode", "key_id", "key_file", "count", "interval", "model", "bandwidth",
-    "size", "every", "schedule", "dscp", "ttl", "df", "source", "reflector_port", "labels",
-    "enabled",
+    "address", "light", "stamp", "stamp_tlv", "ssid", "mode", "key_id", "key_file", "count",
+    "interval", "model", "bandwidth", "size", "every", "schedule", "dscp", "ttl", "df", "source",
+    "reflector_port", "labels", "enabled",
 )  # fmt: skip
 _SCHEDULE_KEYS = ("every",)
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -379,13 +381,17 @@ def _target(name: str, section: _Section, schedules: Mapping[str, float]) -> Tar
         raise section.error(None, "a target needs address = HOST[:PORT]")
     address = section.get("address", _address, Target(""))
     light = section.get("light", _boolean, False)
-    target = Target(address.host, address.port, light)
+    stamp = section.get("stamp", _boolean, False)
+    if light and stamp:
+        raise section.error("stamp", "a target is TWAMP Light or STAMP, not both")
+    target = Target(address.host, address.port, light, stamp)
     mode = section.get("mode", _mode, None)
     key_id = section.raw("key_id")
     key_id = key_id.strip() if key_id is not None and key_id.strip() else None
-    secure = mode in (Mode.AUTHENTICATED, Mode.ENCRYPTED, Mode.MIXED)
     if light and (key_id or mode not in (None, Mode.UNAUTHENTICATED)):
         raise section.error("mode", "TWAMP Light targets are unauthenticated", "unauthenticated")
+    stamp_tlvs, ssid, mode = _stamp(section, stamp, mode, key_id)
+    secure = mode in (Mode.AUTHENTICATED, Mode.ENCRYPTED, Mode.MIXED)
     if secure and key_id is None:
         raise section.error("mode", "a secure mode needs key_id and key_file")
     secret = None
@@ -405,7 +411,16 @@ def _target(name: str, section: _Section, schedules: Mapping[str, float]) -> Tar
                 "schedule", "no such [schedule NAME] section", ", ".join(schedules) or "none"
             )
         every = schedules[schedule]
-    model = _traffic_model(section, authenticated=secure)
+    dscp = section.get("dscp", _integer(0, 63), 0)
+    stamp_header = None
+    if stamp:
+        setup = StampSetup(
+            tlvs=sender_tlvs(stamp_tlvs, dscp=dscp),
+            authenticated=secure,
+            key=b"" if secure or "hmac" in stamp_tlvs else None,
+        )
+        stamp_header = stamp_header_size(setup)
+    model = _traffic_model(section, authenticated=secure, stamp_header=stamp_header)
     interval_ms = section.get("interval", _number(MIN_INTERVAL_MS, "milliseconds"), 1000.0)
     # A model sets the interval: only one written in the target itself contradicts it (a
     # [monitor] default is for the targets without a model).
@@ -414,7 +429,7 @@ def _target(name: str, section: _Section, schedules: Mapping[str, float]) -> Tar
     test = Test(
         count=section.get("count", _integer(1, 10_000_000), 10),
         interval_ms=interval_ms,
-        dscp=section.get("dscp", _integer(0, 63), 0),
+        dscp=dscp,
         ttl=section.get("ttl", _integer(1, 255), 255),
         dont_fragment=section.get("df", _boolean, False),
         mode=mode,
@@ -423,6 +438,8 @@ def _target(name: str, section: _Section, schedules: Mapping[str, float]) -> Tar
         reflector_port=section.get("reflector_port", _integer(0, 65535), 0),
         source=section.get("source", _source, None),
         traffic=model,
+        stamp_tlvs=stamp_tlvs,
+        ssid=ssid,
     )
     return TargetConfig(
         name=name,
@@ -433,7 +450,31 @@ def _target(name: str, section: _Section, schedules: Mapping[str, float]) -> Tar
     )
 
 
-def _traffic_model(section: _Section, *, authenticated: bool) -> TrafficModel | None:
+def _stamp(
+    section: _Section, stamp: bool, mode: Mode | None, key_id: str | None
+) -> tuple[tuple[str, ...], int | None, Mode | None]:
+    """stamp_tlv and ssid checked, and the mode of a STAMP target (a key_id alone means
+    authenticated, as on the command line)."""
+    if not stamp:
+        for key in ("stamp_tlv", "ssid"):
+            if section.has(key):
+                raise section.error(key, "only with stamp = yes")
+        return (), None, mode
+    try:
+        tlvs = parse_tlv_choices([section.raw("stamp_tlv") or ""])
+    except ValueError as error:
+        raise section.error("stamp_tlv", str(error), ", ".join(TLV_CHOICES)) from None
+    try:
+        mode = stamp_mode(mode, keyed=key_id is not None, tlvs=tlvs)
+    except ValueError as error:
+        key = "stamp_tlv" if "hmac" in tlvs and key_id is None else "mode"
+        raise section.error(key, str(error)) from None
+    return tlvs, section.get("ssid", _integer(1, 65535), None), mode
+
+
+def _traffic_model(
+    section: _Section, *, authenticated: bool, stamp_header: int | None = None
+) -> TrafficModel | None:
     name = section.get("model", _model, None)
     sized = ("bandwidth", "size")
     if name is None:
@@ -451,7 +492,7 @@ def _traffic_model(section: _Section, *, authenticated: bool) -> TrafficModel | 
     size = section.get("size", _integer(1, 65535), None)
     try:  # over IPv4, whose smaller headers leave the least room: what fits there fits on IPv6
         model = TrafficModel(name, bandwidth, size)
-        model_schedule(model, ip_version=4, authenticated=authenticated)
+        model_schedule(model, ip_version=4, authenticated=authenticated, stamp_header=stamp_header)
     except ModelError as error:
         raise section.error("size" if size is not None and "size" in str(error) else "bandwidth",
                             str(error)) from None  # fmt: skip

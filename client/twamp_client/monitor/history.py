@@ -54,6 +54,7 @@ def settings(config: TargetConfig) -> dict[str, Any]:
         "host": config.target.host,
         "port": config.target.port,
         "light": config.target.light,
+        "stamp": config.target.stamp,
         "every": config.every,
         "labels": dict(config.labels),
         "model": None if config.test.traffic is None else dataclasses.asdict(config.test.traffic),

@@ -8,6 +8,8 @@ import json
 import sys
 from typing import IO, Any
 
+from twamp_common.stamp_sender import StampSummary, code_name
+from twamp_common.stamp_tlv import SyncSource, TimestampMethod
 from twamp_common.stats import Distribution
 
 from .. import quality
@@ -93,9 +95,64 @@ def document(measurement: Measurement) -> dict[str, Any]:
             "send_errors": dict(outcome.send_errors),
             "icmp_errors": dict(outcome.icmp_errors),
         }
+    if measurement.stamp is not None:
+        result["stamp"] = stamp_document(measurement.stamp)
     result["error"] = measurement.error
     result["hint"] = measurement.hint
     return result
+
+
+def stamp_document(stamp: StampSummary) -> dict[str, Any]:
+    """What the reflector's TLVs answered; None for a TLV no reply carried understood."""
+    info = stamp.timestamp_information
+    counters = stamp.direct_measurement
+    location = stamp.location
+    return {
+        "ssid": stamp.ssid,
+        "timestamp_information": None
+        if info is None
+        else {
+            "sync_in": code_name(SyncSource, info.sync_in),
+            "method_in": code_name(TimestampMethod, info.method_in),
+            "sync_out": code_name(SyncSource, info.sync_out),
+            "method_out": code_name(TimestampMethod, info.method_out),
+        },
+        "class_of_service": None
+        if stamp.dscp_requested is None
+        else {
+            "dscp_requested": stamp.dscp_requested,
+            "dscp_at_reflector": stamp.dscp_at_reflector,
+            "ecn_at_reflector": stamp.ecn_at_reflector,
+            "dscp_of_replies": stamp.dscp_of_replies,
+            "refused": stamp.dscp_refused,
+        },
+        "direct_measurement": None
+        if counters is None
+        else {
+            "s_txc": counters.s_txc,
+            "r_rxc": counters.r_rxc,
+            "r_txc": counters.r_txc,
+            "forward_lost": stamp.forward_lost,
+            "reverse_lost": stamp.reverse_lost,
+        },
+        "location": None
+        if location is None
+        else {
+            "source_address": location.source_address,
+            "source_port": location.source_port,
+            "destination_address": location.destination_address,
+            "destination_port": location.destination_port,
+        },
+        "follow_up_inbound_us": _distribution(stamp.follow_up_inbound),
+        "follow_up_replies": 0
+        if stamp.follow_up_inbound is None
+        else stamp.follow_up_inbound.count,
+        "follow_up_method": None
+        if stamp.follow_up_method is None
+        else code_name(TimestampMethod, stamp.follow_up_method),
+        "tlv_flags": stamp.flags,
+        "tlv_integrity_failed": stamp.integrity_failed,
+    }
 
 
 def write(measurements: list[Measurement], out: IO[str] = sys.stdout) -> None:

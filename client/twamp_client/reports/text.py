@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from typing import IO
 
+from twamp_common.stamp_sender import StampSummary, code_name
+from twamp_common.stamp_tlv import SyncSource, TimestampMethod
 from twamp_common.stats import Reply, Summary
 from twamp_common.test_session import Lost
 
@@ -66,8 +68,10 @@ class TextReport(Observer):
 def header_line(header: Header) -> str:
     count = header.count or "unlimited"
     shown = header.host if header.host == header.address else f"{header.host} ({header.address})"
+    protocol = "TWAMP" if header.ssid is None else "STAMP"
+    ssid = "" if header.ssid is None else f", SSID {header.ssid}"
     return (
-        f"TWAMP {shown} port {header.port}, {header.mode} mode, UDP test port"
+        f"{protocol} {shown} port {header.port}, {header.mode} mode{ssid}, UDP test port"
         f" {header.test_port}: {count} packets of {header.packet_size} octets every"
         f" {header.interval_ms:g} ms\n"
     )
@@ -90,9 +94,12 @@ def write_block(measurement: Measurement, out: IO[str]) -> None:
 
 def write_summary(header: Header, summary: Summary, measurement: Measurement, out: IO[str]) -> None:
     """The statistics block: what came back, then the delays."""
-    out.write(f"--- {header.host} port {header.port} TWAMP statistics ---\n")
+    protocol = "TWAMP" if header.ssid is None else "STAMP"
+    out.write(f"--- {header.host} port {header.port} {protocol} statistics ---\n")
     _write_counts(summary, measurement, out)
     _write_delays(summary, measurement.unsync_reason, out)
+    if measurement.stamp is not None:
+        write_stamp(measurement.stamp, out)
     voice = quality.voice_quality(measurement)
     if voice is not None:
         out.write(quality.summary_line(voice))
@@ -174,3 +181,58 @@ def _write_delays(summary: Summary, unsync_reason: str | None, out: IO[str]) -> 
         write(f"hops {low}\n" if low == high else f"hops {low} to {high}\n")
     if unsync_reason is not None:
         write(UNSYNC_NOTE.format(why=unsync_reason) + "\n")
+
+
+def _counts(counts: dict[int, int]) -> str:
+    """``46 (9), 0 (1)``: values and how many replies had each."""
+    return ", ".join(f"{value} ({n})" for value, n in counts.items()) or "not reported"
+
+
+def write_stamp(stamp: StampSummary, out: IO[str]) -> None:
+    """What the reflector's TLVs answered: one line per TLV asked for, then the flags."""
+    write = out.write
+    info = stamp.timestamp_information
+    if info is not None:
+        write(
+            f"reflector timestamps: T2 {code_name(SyncSource, info.sync_in)}"
+            f" {code_name(TimestampMethod, info.method_in)},"
+            f" T3 {code_name(SyncSource, info.sync_out)}"
+            f" {code_name(TimestampMethod, info.method_out)}\n"
+        )
+    if stamp.dscp_requested is not None:
+        write(
+            f"class of service: at the reflector DSCP {_counts(stamp.dscp_at_reflector)},"
+            f" ECN {_counts(stamp.ecn_at_reflector)}; replies asked for DSCP"
+            f" {stamp.dscp_requested}, arrived with DSCP {_counts(stamp.dscp_of_replies)},"
+            f" {stamp.dscp_refused} refused (RP)\n"
+        )
+    counters = stamp.direct_measurement
+    if counters is not None:
+        write(
+            f"direct measurement: S_TxC {counters.s_txc}, R_RxC {counters.r_rxc},"
+            f" R_TxC {counters.r_txc}: forward lost {stamp.forward_lost},"
+            f" reverse lost {stamp.reverse_lost}\n"
+        )
+    location = stamp.location
+    if location is not None:
+        write(
+            f"location at the reflector: from {location.source_address or '?'} port"
+            f" {location.source_port} to {location.destination_address or '?'} port"
+            f" {location.destination_port}\n"
+        )
+    inbound = stamp.follow_up_inbound
+    if inbound is not None and stamp.follow_up_method is not None:
+        method = code_name(TimestampMethod, stamp.follow_up_method)
+        write(
+            f"inbound (follow-up, the reflector's {method} send times) min/avg/max ="
+            f" {ms(inbound.min)}/{ms(inbound.avg)}/{ms(inbound.max)}"
+            f" ms, {inbound.count} replies\n"
+        )
+    if stamp.flags:
+        flagged = "; ".join(
+            f"{name} " + ", ".join(f"{letter} {n}" for letter, n in letters.items())
+            for name, letters in stamp.flags.items()
+        )
+        write(f"TLV flags (U unrecognized, M malformed, I integrity): {flagged}\n")
+    if stamp.integrity_failed:
+        write(f"{stamp.integrity_failed} replies' TLVs failed their HMAC here: not read\n")
