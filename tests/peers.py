@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Self
 
 from twamp_common import udp_options
 from twamp_common.stamp import FollowUp
@@ -60,7 +61,30 @@ def reply(seq: int, t2: int, t3: int, sender: SenderPacket, ttl: int = 255) -> b
     ).pack(False)
 
 
-class FakeReflector:
+class _Serving:
+    """A peer that serves ``sock`` on a thread of its own for the length of a ``with`` block;
+    ``_serve`` returns soon after ``_stop`` is set (its socket times out every 0.1 s)."""
+
+    sock: socket.socket
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        raise NotImplementedError
+
+
+class FakeReflector(_Serving):
     """A TWAMP Light reflector on a free loopback UDP port, in a thread of its own."""
 
     def __init__(self, behaviour: Behaviour, host: str = "127.0.0.1") -> None:
@@ -72,17 +96,7 @@ class FakeReflector:
         self.port: int = self.sock.getsockname()[1]
         #: Replies sent: a stateful reflector's next sequence number.
         self.answered = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self) -> FakeReflector:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
+        super().__init__()
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -98,30 +112,20 @@ class FakeReflector:
                 self.sock.sendto(answer, peer)
 
 
-class Dripper:
+class Dripper(_Serving):
     """Accepts one TWAMP-Control connection and sends a greeting's worth of zeros, one octet
     every ``every`` seconds."""
 
     def __init__(self, every: float) -> None:
         self.every = every
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self) -> Dripper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.listener.close()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        super().__init__()
 
     def _serve(self) -> None:
-        self.listener.settimeout(5)
+        self.sock.settimeout(5)
         with contextlib.suppress(OSError):
-            conn, _ = self.listener.accept()
+            conn, _ = self.sock.accept()
             with conn:
                 for _ in range(64):
                     if self._stop.wait(self.every):
@@ -211,7 +215,7 @@ class StampAnswer:
     dropped: bool = False
 
 
-class _UdpReflector:
+class _UdpReflector(_Serving):
     """A STAMP test reflector's socket loop on loopback; subclasses answer each request.
 
     ``ignore``: sender sequence numbers never read (lost on the way out); ``drop``: numbers
@@ -246,17 +250,7 @@ class _UdpReflector:
         self.ignore, self.drop = ignore, drop
         self.answers: list[StampAnswer] = []
         self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self) -> _UdpReflector:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
+        super().__init__()
 
     def _serve(self) -> None:
         while not self._stop.is_set():
