@@ -262,7 +262,13 @@ def test_every_field_of_every_exported_record_is_its_runs_json_figure(
     tmp_path: Path, server: ServerProcess
 ) -> None:
     port = free_port(socket.SOCK_DGRAM)
-    path = write_config(tmp_path, server, f"ipfix_collector = 127.0.0.1:{port}\n")
+    metrics = free_port()
+    # A name, resolved when the file is read: the metric names the address.
+    path = write_config(
+        tmp_path,
+        server,
+        f"ipfix_collector = localhost:{port}\nmetrics_listen = 127.0.0.1:{metrics}\n",
+    )
     # Every UDP datagram on loopback: the export, and the test packets of each run.
     capture = Capture(tmp_path / "export.pcapng", "udp")
     try:
@@ -273,6 +279,7 @@ def test_every_field_of_every_exported_record_is_its_runs_json_figure(
                 collector.settimeout(30)
                 for _ in range(4):  # two runs of each target, at least
                     collector.recv(65535)
+                assert dropped_total(metrics, port) == 0
             finally:
                 assert daemon.stop() == 0, daemon.log()
     finally:
@@ -439,13 +446,13 @@ def _runs_logged(daemon: MonitorProcess) -> int:
     return daemon.log().count("info: run target=")
 
 
-def dropped_total(port: int) -> float:
-    line = next(
-        line
-        for line in metrics_text(port).splitlines()
-        if line.startswith("twamp_ipfix_records_dropped_total{")
-    )
-    return float(line.rsplit(" ", 1)[1])
+def dropped_total(metrics: int, collector: int) -> float:
+    """twamp_ipfix_records_dropped_total of the collector on ``collector``, from /metrics."""
+    series = f'twamp_ipfix_records_dropped_total{{collector="127.0.0.1:{collector}"}} '
+    text = metrics_text(metrics)
+    line = next((line for line in text.splitlines() if line.startswith(series)), None)
+    assert line is not None, text
+    return float(line.removeprefix(series))
 
 
 def test_nfacctd_stopped_and_restarted_gets_what_follows_and_the_drops_are_counted(
@@ -480,7 +487,7 @@ def test_nfacctd_stopped_and_restarted_gets_what_follows_and_the_drops_are_count
         daemon.wait_log("info: run target=", count=_runs_logged(daemon) + 1, timeout=10)
         collector = Nfacctd(tmp_path, port, output, "second")
         _wait_for(lambda: len(printed(output)) >= before + 2, "printing after the restart", 30)
-        dropped = dropped_total(metrics)
+        dropped = dropped_total(metrics, port)
         daemon.wait_log("reachable again")
         assert collector.process.poll() is None
     finally:
@@ -591,7 +598,7 @@ def test_tcp_export_survives_the_collector_stopping_and_starting(
         second = Stream(listener.accept()[0])
         while_down = _runs_logged(daemon) - (runs + 1)
         _wait_for(lambda: second.messages() >= while_down + 1, "the waiting records and a new one")
-        dropped = dropped_total(metrics)
+        dropped = dropped_total(metrics, port)
     finally:
         status = daemon.stop()
         listener.close()
