@@ -7,12 +7,15 @@ What counts as dropped (``dropped``, twamp-monitor's ``twamp_ipfix_records_dropp
 every record the sender knows did not reach the collector's host.  That is a record refused by a
 full queue, and over UDP a record in a datagram the collector's host refused: the socket is
 connected and queues ICMP errors (IP_RECVERR), so a "port unreachable" for a datagram names it
-by its message header, and its records are counted.  A datagram the kernel would not send,
+by its message header, and its records are counted (when the sender next sends: it reads the
+error queue then).  A datagram the kernel would not send,
 because such a refusal was still pending (ECONNREFUSED), counts likewise.  A datagram lost
 without an ICMP error (a firewall, a host that is down, congestion) cannot be known and is not
 counted.  Refused records are not sent again: UDP gives no way to know when a later datagram
-would arrive.  After a refusal the next datagram leaves from a new socket, a new transport
-session (RFC 7011 §10.3): templates first, so a collector that restarted can decode it at once.
+would arrive.  After a refusal the next datagram leaves from a new socket: a new source port, so
+a new Transport Session (RFC 7011 §2), templates first and sequence from 0, which a collector
+that restarted can decode at once.  "Reachable again" is logged at the first send that finds no
+refusal of the datagrams before it.
 
 Over TCP records wait in the queue while the collector is down (refused, reset, or closed by
 the collector, which is checked before each send: a write after the peer closed would still
