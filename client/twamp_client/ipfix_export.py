@@ -100,6 +100,7 @@ class IpfixSender:
         # Two counters, each written by one thread only: the submitting one and the sender's.
         self._overflowed = 0
         self._refused = 0
+        #: Records written to the socket (over UDP, those refused afterwards too).
         self.sent = 0
         self._outage: str | None = None
         #: ``dropped`` when the collector was last known reachable (or at the start).

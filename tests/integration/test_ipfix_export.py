@@ -7,6 +7,7 @@ import socket
 import struct
 import time
 
+import pytest
 from support import free_port
 from twamp_client.ipfix_export import IpfixSender
 
@@ -110,13 +111,15 @@ def test_submit_never_blocks_on_a_slow_collector() -> None:
             assert sender.dropped > 0
 
 
-def test_udp_counts_exactly_the_records_the_collectors_host_refused() -> None:
-    """Nobody listens: every datagram comes back as ICMP port unreachable, whether its records
-    went one by one or as a batch of several datagrams; a collector that then starts gets the
-    next records, templates first, and the outage is logged once each way."""
-    port = free_port(socket.SOCK_DGRAM)
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_udp_counts_exactly_the_records_the_collectors_host_refused(host: str) -> None:
+    """Nobody listens: every datagram comes back as ICMP port unreachable (ICMPv6 over IPv6),
+    whether its records went one by one or as a batch of several datagrams; a collector that
+    then starts gets the next records, templates first, and the outage is logged once each
+    way."""
+    port = free_port(socket.SOCK_DGRAM, host)
     lines: list[str] = []
-    sender = IpfixSender(("127.0.0.1", port), transport="udp", log=lines.append)
+    sender = IpfixSender((host, port), transport="udp", log=lines.append)
     for k in range(3):
         sender.submit(record(k))
         time.sleep(0.2)
@@ -124,8 +127,9 @@ def test_udp_counts_exactly_the_records_the_collectors_host_refused() -> None:
     for k in range(3, 9):
         sender.submit({**record(k), "targetName": "x" * 1200})
     time.sleep(0.5)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector:
-        collector.bind(("127.0.0.1", port))
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as collector:
+        collector.bind((host, port))
         collector.settimeout(5)
         datagrams = []
         for k in range(100, 103):
