@@ -8,14 +8,13 @@ every record the sender knows did not reach the collector's host.  That is a rec
 full queue, and over UDP a record in a datagram the collector's host refused: the socket is
 connected and queues ICMP errors (IP_RECVERR), so a "port unreachable" for a datagram names it
 by its message header, and its records are counted (when the sender next sends: it reads the
-error queue then).  A datagram the kernel would not send,
-because such a refusal was still pending (ECONNREFUSED), counts likewise.  A datagram lost
-without an ICMP error (a firewall, a host that is down, congestion) cannot be known and is not
-counted.  Refused records are not sent again: UDP gives no way to know when a later datagram
-would arrive.  After a refusal the next datagram leaves from a new socket: a new source port, so
-a new Transport Session (RFC 7011 §2), templates first and sequence from 0, which a collector
-that restarted can decode at once.  "Reachable again" is logged at the first send that finds no
-refusal of the datagrams before it.
+error queue then).  A datagram the kernel would not send, because such a refusal was still
+pending (ECONNREFUSED), counts likewise.  A datagram lost without an ICMP error (a firewall, a
+host that is down, congestion) cannot be known and is not counted.  Refused records are not
+sent again: UDP gives no way to know when a later datagram would arrive.  After a refusal the
+next datagram leaves from a new socket: a new source port, so a new Transport Session (RFC 7011
+§2), templates first and sequence from 0, which a collector that restarted can decode at once.
+"Reachable again" is logged at the first send that finds no refusal of the datagrams before it.
 
 Over TCP records wait in the queue while the collector is down (refused, reset, or closed by
 the collector, which is checked before each send: a write after the peer closed would still
@@ -174,7 +173,7 @@ class IpfixSender:
 
     def _send_stream(self, batch: list[Record]) -> None:
         if self._sock is not None and _peer_closed(self._sock):
-            raise ConnectionResetError(0, "connection closed by the collector")
+            raise ConnectionResetError(errno.ECONNRESET, "connection closed by the collector")
         if self._sock is None:
             self._sock = socket.create_connection(self.address, timeout=5.0)
             self.exporter.reset()  # a new stream: templates first, sequence from 0
