@@ -477,10 +477,11 @@ def test_nfacctd_stopped_and_restarted_gets_what_follows_and_the_drops_are_count
     daemon = MonitorProcess(tmp_path, path)
     try:
         _wait_for(lambda: len(printed(output)) >= 2, "printing two runs", timeout=30)
-        # Stop it right after it printed the latest run: no record is in its hands then.
+        # Stop it just after a run, once it printed every run: no record is in its hands then,
+        # and the next run is seconds away.
         runs = _runs_logged(daemon)
         daemon.wait_log("info: run target=", count=runs + 1, timeout=10)
-        _wait_for(lambda: len(printed(output)) == runs + 1, "printing every run")
+        _wait_for(lambda: len(printed(output)) == _runs_logged(daemon), "printing every run")
         collector.kill()
         before = len(printed(output))
         daemon.wait_log("unreachable (port unreachable)", timeout=10)
@@ -585,10 +586,12 @@ def test_tcp_export_survives_the_collector_stopping_and_starting(
     try:
         first = Stream(listener.accept()[0])
         _wait_for(lambda: first.messages() >= 2, "two records on the first connection")
-        # Stop right after the latest run's record came: one record a message, one a run.
+        # Stop just after a run, once every run's record came (one message each, runs being
+        # seconds apart): the next run is seconds away.
         runs = _runs_logged(daemon)
         daemon.wait_log("info: run target=", count=runs + 1, timeout=10)
-        _wait_for(lambda: first.messages() == runs + 1, "the latest record")
+        _wait_for(lambda: first.messages() == _runs_logged(daemon), "the latest record")
+        delivered = first.messages()
         first.connection.close()
         listener.close()
         daemon.wait_log(" unreachable (", timeout=10)
@@ -596,7 +599,7 @@ def test_tcp_export_survives_the_collector_stopping_and_starting(
         listener = socket.create_server(("127.0.0.1", port))
         listener.settimeout(30)
         second = Stream(listener.accept()[0])
-        while_down = _runs_logged(daemon) - (runs + 1)
+        while_down = _runs_logged(daemon) - delivered
         _wait_for(lambda: second.messages() >= while_down + 1, "the waiting records and a new one")
         dropped = dropped_total(metrics, port)
     finally:
