@@ -7,6 +7,7 @@ import socket
 import struct
 import time
 
+import pytest
 from support import free_port
 from twamp_client.ipfix_export import IpfixSender
 
@@ -108,3 +109,66 @@ def test_submit_never_blocks_on_a_slow_collector() -> None:
                 sender.submit(record(k))
             assert time.monotonic() - started < 2
             assert sender.dropped > 0
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_udp_counts_exactly_the_records_the_collectors_host_refused(host: str) -> None:
+    """Nobody listens: every datagram comes back as ICMP port unreachable (ICMPv6 over IPv6),
+    whether its records went one by one or as a batch of several datagrams; a collector that
+    then starts gets the next records, templates first, and the outage is logged once each
+    way."""
+    port = free_port(socket.SOCK_DGRAM, host)
+    lines: list[str] = []
+    sender = IpfixSender((host, port), transport="udp", log=lines.append)
+    for k in range(3):
+        sender.submit(record(k))
+        time.sleep(0.2)
+    # Records of 1200 octets, one per datagram: a batch of datagrams cut by refusals.
+    for k in range(3, 9):
+        sender.submit({**record(k), "targetName": "x" * 1200})
+    time.sleep(0.5)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as collector:
+        collector.bind((host, port))
+        collector.settimeout(5)
+        datagrams = []
+        for k in range(100, 103):
+            sender.submit(record(k))
+            datagrams.append(collector.recv(65535))
+        sender.close()
+    values, templates = counts(datagrams[0])
+    assert values == [100] and templates == 1  # a new session: the template first
+    assert struct.unpack_from("!I", datagrams[0], 8)[0] == 0
+    assert [counts(datagram)[0] for datagram in datagrams[1:]] == [[101], [102]]
+    assert sender.dropped == 9
+    assert len(lines) == 2, lines
+    assert "unreachable (port unreachable)" in lines[0]
+    assert "reachable again; 9 records dropped meanwhile" in lines[1]
+
+
+def test_tcp_a_collector_that_closed_gets_the_next_record_on_a_new_connection() -> None:
+    """A write after the collector closed would still succeed, and be lost: the sender sees the
+    end of the stream first and reconnects, templates first, sequence from 0."""
+    port = free_port()
+    lines: list[str] = []
+    with socket.create_server(("127.0.0.1", port)) as listener:
+        listener.settimeout(10)
+        sender = IpfixSender(("127.0.0.1", port), transport="tcp", log=lines.append)
+        sender.submit(record(0))
+        first, _ = listener.accept()
+        with first:
+            first.settimeout(5)
+            assert counts(first.recv(65536)) == ([0], 1)
+        time.sleep(0.2)  # the collector's FIN has arrived
+        sender.submit(record(1))
+        second, _ = listener.accept()
+        with second:
+            second.settimeout(5)
+            sender.close()
+            received = bytearray()
+            while chunk := second.recv(65536):
+                received += chunk
+    assert counts(bytes(received)) == ([1], 1)
+    assert struct.unpack_from("!I", received, 8)[0] == 0
+    assert sender.dropped == 0 and sender.sent == 2
+    assert "connection closed by the collector" in lines[0]

@@ -38,8 +38,11 @@ def test_a_measurement_becomes_a_record_with_its_json_figures(tmp_path: Path) ->
         ("outboundDelay", "outbound_us"),
         ("inboundDelay", "inbound_us"),
     ):
-        for part in ("min", "max"):
-            assert fields[f"{element}{part.title()}"] / 1000 == document[key][part]
+        for part in ("min", "avg", "max"):
+            assert fields[f"{element}{part.title()}"] == round(document[key][part] * 1000)
+    for element, key in (("outboundJitter", "outbound_us"), ("inboundJitter", "inbound_us")):
+        assert fields[element] == round(document[key]["jitter"] * 1000)
+    assert fields["roundTripJitter"] == round(document["jitter_us"]["rfc3550"] * 1000)
     assert fields["trafficModel"] == "g711"
     assert fields["securityMode"] == "unauthenticated"
     assert round(fields["outboundMos"], 3) == document["mos"]["out"]  # type: ignore[arg-type]

@@ -9,9 +9,7 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
-import struct
 import subprocess
 import sys
 import time
@@ -435,83 +433,6 @@ def test_the_shipped_configuration_and_its_example_target_check() -> None:
     result = monitor("--config", str(shipped), "--check-config")
     assert result.returncode == 0, result.stderr
     assert "0 enabled targets" in result.stdout
-
-
-def test_every_run_is_exported_over_ipfix(tmp_path: Path, server: ServerProcess) -> None:
-    """The daemon sends one record per run to the collector; tshark's IPFIX dissector reads
-    the target's figures in them, and the drop counter is exported."""
-    tshark = shutil.which("tshark")
-    assert tshark is not None, "tshark is missing: `make venv` installs it"
-    metrics_port = free_port()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector:
-        collector.bind(("127.0.0.1", 0))
-        collector.settimeout(20)
-        port = collector.getsockname()[1]
-        path = tmp_path / "monitor.conf"
-        path.write_text(
-            f"[monitor]\nhistory =\nmetrics_listen = 127.0.0.1:{metrics_port}\n"
-            f"ipfix_collector = localhost:{port}\nipfix_enterprise = 99999\n"
-            f"[target plain]\naddress = 127.0.0.1:{config_port(server)}\ncount = 4\n"
-            "interval = 10\nevery = 1\n"
-        )
-        daemon = MonitorProcess(tmp_path, path)
-        try:
-            datagrams = [collector.recv(65535) for _ in range(2)]  # two runs' records
-            text = metrics_text(metrics_port)
-        finally:
-            assert daemon.stop() == 0, daemon.log()
-    assert 'twamp_ipfix_records_dropped_total{collector="127.0.0.1:' in text
-    # A pcap of the two datagrams as UDP to the collector's port, for tshark.
-    capture = tmp_path / "ipfix.pcap"
-    frames = b"".join(_udp_frame(data, port) for data in datagrams)
-    capture.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + frames)
-    decoded = subprocess.run(
-        [
-            tshark,
-            "-r",
-            str(capture),
-            "-d",
-            f"udp.port=={port},cflow",
-            "-T",
-            "fields",
-            "-e",
-            "cflow.permanent_packets",
-            "-e",
-            "cflow.version",
-            "-e",
-            "_ws.malformed",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    # Per message: packetTotalCount (the 4 packets of a run) and the version (IPFIX is 10); no
-    # malformed field follows.
-    assert decoded == ["4", "10", "4", "10"], decoded
-    assert all(b"plain" in data for data in datagrams)  # the targetName element
-
-
-def _udp_frame(payload: bytes, port: int) -> bytes:
-    """A pcap record: Ethernet, IPv4 and UDP headers (checksum 0) around ``payload``."""
-    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
-    ip = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        20 + len(udp),
-        0,
-        0,
-        64,
-        17,
-        0,
-        bytes([127, 0, 0, 1]),
-        bytes([127, 0, 0, 1]),
-    )
-    checksum = sum(struct.unpack("!10H", ip))
-    checksum = ~((checksum & 0xFFFF) + (checksum >> 16)) & 0xFFFF
-    ip = ip[:10] + struct.pack("!H", checksum) + ip[12:]
-    frame = bytes(12) + b"\x08\x00" + ip + udp
-    return struct.pack("<IIII", 0, 0, len(frame), len(frame)) + frame
 
 
 def test_an_ipfix_collector_that_does_not_resolve_is_a_config_error(tmp_path: Path) -> None:

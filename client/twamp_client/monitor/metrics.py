@@ -178,7 +178,8 @@ class Metrics:
         if self.ipfix:
             dropped = CounterMetricFamily(
                 "twamp_ipfix_records_dropped",
-                "IPFIX records dropped because the collector's buffer was full.",
+                "IPFIX records known not to have reached the collector: buffer full, or refused"
+                " by its host (UDP, ICMP port unreachable).",
                 labels=["collector"],
             )
             for sender in self.ipfix:

@@ -1,8 +1,11 @@
 """A measurement as one IPFIX data record (the elements of ``twamp_common.ipfix``).
 
-Delays are nanoseconds, as the elements say; a figure the run could not compute (no reply, a
-loss the reflector's numbering cannot split, a MOS without a voice model) is left out, which
-``twamp_common.ipfix`` turns into a template without that element rather than a made-up value.
+Delays are nanoseconds, as the elements say; a mean or a jitter is the ``--json`` figure in
+nanoseconds (rounded once, by ``units.us``): rounding the float again here would differ by one
+at a tie (a mean of four delays often ends in .5), and both reports of a run must agree.  A
+figure the run could not compute (no reply, a loss the reflector's numbering cannot split, a
+MOS without a voice model) is left out, which ``twamp_common.ipfix`` turns into a template
+without that element rather than a made-up value.
 """
 
 from __future__ import annotations
@@ -14,10 +17,16 @@ from twamp_common.stats import Distribution
 
 from .. import quality
 from ..measurement import Measurement
+from .units import us
 
 
 def _ms(moment: datetime.datetime) -> int:
     return round(moment.timestamp() * 1000)
+
+
+def _ns(value: float) -> int:
+    """A mean or a jitter in whole nanoseconds, as --json gives it (microseconds, 3 decimals)."""
+    return round(us(value) * 1000)  # type: ignore[operator]
 
 
 def _delays(prefix: str, dist: Distribution | None) -> dict[str, object]:
@@ -25,7 +34,7 @@ def _delays(prefix: str, dist: Distribution | None) -> dict[str, object]:
         return {}
     return {
         f"{prefix}Min": dist.min,
-        f"{prefix}Avg": round(dist.avg),
+        f"{prefix}Avg": _ns(dist.avg),
         f"{prefix}Max": dist.max,
     }
 
@@ -61,7 +70,7 @@ def record(measurement: Measurement, name: str | None = None) -> dict[str, objec
         ("roundTripJitter", summary.jitter_rfc3550),
     ):
         if value is not None:
-            fields[element] = round(value)
+            fields[element] = _ns(value)
     if summary.forward_lost is not None and summary.reverse_lost is not None:
         fields["forwardLossCount"] = summary.forward_lost
         fields["reverseLossCount"] = summary.reverse_lost
