@@ -34,6 +34,7 @@ from support import (
 )
 from twamp_common.clock import read_clock_state
 from twamp_common.stamp_sender import TLV_CHOICES
+from twamp_common.stamp_tlv import TlvType, decode
 
 HOSTS = ["127.0.0.1", "::1"]
 MODES = ["stateless", "stateful"]
@@ -319,17 +320,32 @@ def test_tshark_decodes_a_client_server_exchange_and_sizes_are_symmetric(
         )
         assert tshark.wait(20) == 0
     assert document["received"] == COUNT
-    decode = ["-d", f"udp.port=={port},twamp.test"]
+    decode_as = ["-d", f"udp.port=={port},twamp.test"]
     malformed = '_ws.malformed || _ws.expert.severity >= "Error"'
-    assert tshark_lines(capture, decode, "-Y", malformed) == []
-    fields = ["udp.srcport", "udp.length", "twamp.test.seq_number", "twamp.test.mbz1"]
+    assert tshark_lines(capture, decode_as, "-Y", malformed) == []
+    fields = [
+        "udp.srcport",
+        "udp.length",
+        "twamp.test.seq_number",
+        "twamp.test.mbz1",
+        "udp.payload",
+    ]
     rows = [
         row.split("\t")
-        for row in tshark_lines(capture, decode, "-T", "fields", *(f"-e{f}" for f in fields))
+        for row in tshark_lines(capture, decode_as, "-T", "fields", *(f"-e{f}" for f in fields))
     ]
     assert len(rows) == 2 * COUNT
     # Every packet both ways is the size asked for: the reply never larger than the request.
     assert {int(row[1]) for row in rows} == {8 + 300}
+    # The Access Report goes in the first request only, and comes back answered: the echo
+    # disarmed its retransmission timer (RFC 8972 §4.6).  An Extra Padding TLV takes its place.
+    base = 112 if security == "authenticated" else 44
+    carried = [
+        (int(row[0]) == port, row[2])
+        for row in rows
+        if TlvType.ACCESS_REPORT in [tlv.type for tlv in decode(bytes.fromhex(row[4]), base)]
+    ]
+    assert carried == [(False, "0"), (True, "0")], carried
     if security == "unauthenticated":  # TWAMP-Test's layout is STAMP's unauthenticated one
         replies = [row for row in rows if int(row[0]) == port]
         assert [(int(row[2]), int(row[3], 0)) for row in replies] == [
