@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,10 @@ from support import (
     wait_log,
 )
 from twamp_common.clock import read_clock_state
+from twamp_common.stamp import build_sender_packet, parse_reply
 from twamp_common.stamp_sender import TLV_CHOICES
 from twamp_common.stamp_tlv import TlvType, decode
+from twamp_common.timestamp import ErrorEstimate
 
 HOSTS = ["127.0.0.1", "::1"]
 MODES = ["stateless", "stateful"]
@@ -51,14 +54,17 @@ def where(host: str, port: int) -> str:
 
 @contextlib.contextmanager
 def stamp_server(
-    workdir: Path, mode: str = "stateful", security: str = "unauthenticated"
+    workdir: Path, mode: str = "stateful", security: str = "unauthenticated", keys: str = ""
 ) -> Iterator[tuple[ServerProcess, int]]:
-    """A twamp-server answering STAMP on one free UDP port of both loopback addresses."""
+    """A twamp-server answering STAMP on one free UDP port of both loopback addresses;
+    ``keys``: its keys file's text, if not alice's passphrase."""
     port = free_port(socket.SOCK_DGRAM)
     settings: dict[str, object] = {"stamp_key_id": "alice"} if security == "authenticated" else {}
     config = server_config(
         workdir, stamp_ports=port, stamp_allow="127.0.0.0/8 ::1", stamp_mode=mode, **settings
     )
+    if keys:
+        (workdir / "twamp-server.keys").write_text(keys)
     with running_server(workdir, config) as server:
         yield server, port
 
@@ -172,6 +178,32 @@ def test_each_tlv_alone_is_answered(tmp_path: Path, tlv: str) -> None:
     stamp = document["stamp"]
     assert stamp["tlv_flags"] == {} and stamp["tlv_integrity_failed"] == 0
     assert ALONE[tlv](stamp), stamp
+
+
+def test_a_hex_secret_is_the_same_key_at_both_ends(tmp_path: Path) -> None:
+    """A keys file's ``hex:`` octets are the HMAC key as they are, at both ends: a packet
+    signed with those octets by hand is answered, and so is the client."""
+    octets = "00ff10ef20df30cf40bf50af609f708f807f906fa05fb04fc03fd02fe01f"
+    keys = f"bob s3cret\nalice hex:{octets}\n"
+    with stamp_server(tmp_path, security="authenticated", keys=keys) as (server, port):
+        by_hand = build_sender_packet(
+            7,
+            time.time_ns(),
+            error_estimate=ErrorEstimate(False, 0, 1),
+            authenticated=True,
+            key=bytes.fromhex(octets),
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(2)
+            sock.sendto(by_hand, ("127.0.0.1", port))
+            reply = parse_reply(sock.recv(2048), authenticated=True, key=bytes.fromhex(octets))
+        assert reply.sender_seq == 7
+        document = measure("127.0.0.1", port, *security_args(server, "authenticated"), "-c", "2")
+    assert (document["mode"], document["received"], document["invalid"]) == (
+        "STAMP authenticated",
+        2,
+        0,
+    )
 
 
 def test_an_hmac_tlv_in_the_unauthenticated_mode_is_flagged_by_a_server_without_a_key(
