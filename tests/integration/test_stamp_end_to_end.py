@@ -26,6 +26,7 @@ import pytest
 from support import (
     TSHARK,
     ServerProcess,
+    capture_lo,
     free_port,
     run_client,
     running_server,
@@ -335,15 +336,7 @@ def test_tshark_decodes_a_client_server_exchange_and_sizes_are_symmetric(
         pytest.skip("capturing on lo needs root")
     capture = tmp_path / "stamp.pcapng"
     with stamp_server(tmp_path, security=security) as (server, port):
-        tshark = subprocess.Popen(
-            [TSHARK, "-i", "lo", "-f", f"udp port {port}", "-c", str(2 * COUNT), "-w", capture],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert tshark.stderr is not None
-        for line in tshark.stderr:  # "Capturing on 'lo'" comes before the capture really runs
-            if "Capture started" in line:
-                break
+        tshark = capture_lo(capture, f"udp port {port}", 2 * COUNT)
         document = measure(
             "127.0.0.1",
             port,
