@@ -78,6 +78,22 @@ def tshark_lines(capture: Path, decode: Sequence[str], *args: str) -> list[str]:
     return [line for line in result.stdout.splitlines() if line.strip()]
 
 
+def capture_lo(capture: Path, capture_filter: str, packets: int) -> subprocess.Popen[str]:
+    """tshark writing the first ``packets`` packets on lo that match ``capture_filter`` to
+    ``capture``, returned once the capture really runs; ``wait()`` for it to end."""
+    assert TSHARK is not None, "tshark is missing: `make venv` installs it (Debian package tshark)"
+    tshark = subprocess.Popen(
+        [TSHARK, "-i", "lo", "-f", capture_filter, "-c", str(packets), "-w", str(capture)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert tshark.stderr is not None
+    for line in tshark.stderr:  # "Capturing on 'lo'" comes before the capture really runs
+        if "Capture started" in line:
+            break
+    return tshark
+
+
 #: The shared secret of KeyID "alice" in every test server's keys file.
 SECRET = "s3cret phrase for tests"
 

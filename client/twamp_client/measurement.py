@@ -253,10 +253,17 @@ def silence_hint(header: Header, outcome: Outcome) -> str | None:
             f"{header.address} answered 'port unreachable': nothing listens on UDP port"
             f" {header.test_port} there"
         )
-    if header.mode == "TWAMP Light" or header.ssid is not None:
-        kind = "TWAMP Light" if header.ssid is None else "STAMP"
+    if header.ssid is not None:
+        # A STAMP reflector answers one security mode per port and key: it drops the rest.
+        security = "authenticated" if header.mode == "STAMP authenticated" else "unauthenticated"
         opening = (
-            f"no reply came back: is a {kind} reflector listening on UDP port"
+            f"no reply came back: is a STAMP reflector listening on UDP port {header.test_port}"
+            f" in the {security} mode (it drops packets of the other mode, or signed with"
+            " another key, unanswered), and is"
+        )
+    elif header.mode == "TWAMP Light":
+        opening = (
+            f"no reply came back: is a TWAMP Light reflector listening on UDP port"
             f" {header.test_port}, and is"
         )
     else:

@@ -16,8 +16,9 @@ from . import stamp
 from .codes import Mode
 from .crypto import TestPacketProtection
 from .stamp import StampReply
+from .stamp_access_report import AccessReportTimer, Due
 from .stamp_sender import StampSetup
-from .stamp_tlv import HEADER_SIZE, ExtraPadding
+from .stamp_tlv import HEADER_SIZE, AccessReport, ExtraPadding, TlvValue
 from .test_packets import (
     REFLECTOR_HEADER_SIZE,
     SHORT_REFLECTOR_SIZE,
@@ -27,6 +28,7 @@ from .test_packets import (
 from .timestamp import ErrorEstimate, ntp_to_ns
 
 _SEQ = struct.Struct("!I")
+_NTP = struct.Struct("!Q")
 #: Offset of T1 in a TWAMP sender packet, by ``authenticated``.
 _T1_OFFSET = {False: 4, True: 16}
 
@@ -118,7 +120,8 @@ class StampCodec:
     an Extra Padding TLV (its 4-octet header included, so 0 or at least 4), placed before the
     HMAC TLV; its value is the prefix of the session's padding octets.  The authenticated
     layout's HMAC covers T1, so it is computed after T1 is written; the HMAC TLV covers the
-    Sequence Number and the TLVs only, so it is sealed with the packet.
+    Sequence Number and the TLVs only, so it is sealed with the packet.  An Access Report TLV
+    is sent as RFC 8972 §4.6 says (see :class:`_AccessReporting`), not in every packet.
     """
 
     def __init__(self, setup: StampSetup, padding: bytes, error_estimate: int) -> None:
@@ -130,11 +133,20 @@ class StampCodec:
         if authenticated:
             self.seal = lambda buffer: _signed(buffer, key)
         self.stamp_at = stamp.TIMESTAMP_OFFSET[authenticated]
+        report = next((tlv for tlv in setup.tlvs if isinstance(tlv, AccessReport)), None)
+        self._reporting: _AccessReporting | None = None
+        if report is not None:
+            reporting = _AccessReporting(report, setup.access_report_timer(), self.stamp_at)
+            self._reporting = reporting
+            signed = self.seal
+            self.seal = lambda buffer: reporting.stamped(buffer, signed)
 
     def packet(self, seq: int, padding: int) -> bytearray:
         setup = self._setup
         check_stamp_padding((padding,))
         tlvs = setup.with_counter(seq)
+        if self._reporting is not None:
+            tlvs = self._reporting.tlvs(tlvs)
         if padding:
             tlvs.append(ExtraPadding(self._padding[: padding - HEADER_SIZE]))
         return bytearray(
@@ -154,6 +166,8 @@ class StampCodec:
         an HMAC TLV that fails leaves the TLVs unread (``tlv_integrity`` False)."""
         setup = self._setup
         reply = stamp.parse_reply(data, authenticated=setup.authenticated, key=setup.key)
+        if self._reporting is not None:
+            self._reporting.timer.received(reply)
         return Decoded(
             sender_seq=reply.sender_seq,
             reflector_seq=reply.seq,
@@ -164,6 +178,44 @@ class StampCodec:
             synchronized=reply.error_estimate.synchronized,
             stamp=reply,
         )
+
+
+class _AccessReporting:
+    """Which packets of a session carry its Access Report (RFC 8972 §4.6): the first, then,
+    each time the retransmission timer expires before the reflector echoed the report, the
+    next one, until the timer's retransmissions run out.  The other packets carry an Extra
+    Padding TLV of the same size in its place, so that every packet of the session is as long.
+
+    The timer runs on the packets' own T1, read back once it is written: the next packet
+    after an expiry carries the report again, at most one interval late.
+    """
+
+    __slots__ = ("_carrying", "_due", "_stamp_at", "_stand_in", "report", "timer")
+
+    def __init__(self, report: AccessReport, timer: AccessReportTimer, stamp_at: int) -> None:
+        self.report = report
+        self.timer = timer
+        self._stamp_at = stamp_at
+        self._stand_in = ExtraPadding(bytes(len(report.pack_value())))
+        self._due = True
+        self._carrying = False
+
+    def tlvs(self, tlvs: list[TlvValue]) -> list[TlvValue]:
+        """The TLVs of the next packet: with the report if it is due, else its stand-in."""
+        self._carrying, self._due = self._due, False
+        if self._carrying:
+            return tlvs
+        return [self._stand_in if tlv is self.report else tlv for tlv in tlvs]
+
+    def stamped(self, buffer: bytearray, seal: Seal | None) -> bytes | bytearray:
+        """``buffer`` with its T1 written: arm the timer if it carries the report, else see
+        whether the next packet must; then seal it as the session does."""
+        t1 = ntp_to_ns(_NTP.unpack_from(buffer, self._stamp_at)[0])
+        if self._carrying:
+            self.timer.sent(self.report, t1)
+        elif self.timer.poll(t1) is Due.RETRANSMIT:
+            self._due = True
+        return buffer if seal is None else seal(buffer)
 
 
 def stamp_header_size(setup: StampSetup) -> int:

@@ -29,6 +29,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 
 from .stamp import FollowUp, StampReply
+from .stamp_access_report import DEFAULT_RETRANSMISSIONS, DEFAULT_TIMEOUT_NS, AccessReportTimer
 from .stamp_tlv import (
     AccessReport,
     ClassOfService,
@@ -112,12 +113,21 @@ class StampSetup:
     #: The session's key (RFC 8762 §4.4): signs the authenticated layout; with TLVs (or in
     #: authenticated mode) it also seals an HMAC TLV (RFC 8972 §4.8).  None: no HMAC at all.
     key: bytes | None = dataclasses.field(default=None, repr=False)
+    #: The Access Report's retransmission timer and retransmissions (RFC 8972 §4.6: both
+    #: configurable), when ``tlvs`` hold one.
+    access_report_timeout_ns: int = DEFAULT_TIMEOUT_NS
+    access_report_retransmissions: int = DEFAULT_RETRANSMISSIONS
 
     def __post_init__(self) -> None:
         if not 0 <= self.ssid <= 0xFFFF:
             raise ValueError(f"SSID {self.ssid} is outside 0..65535")
         if self.authenticated and self.key is None:
             raise ValueError("authenticated STAMP needs a key")
+        self.access_report_timer()  # its figures checked
+
+    def access_report_timer(self) -> AccessReportTimer:
+        """A retransmission timer for this session's Access Report."""
+        return AccessReportTimer(self.access_report_timeout_ns, self.access_report_retransmissions)
 
     def with_counter(self, seq: int) -> list[TlvValue]:
         """The TLVs of packet ``seq``: a Direct Measurement TLV carries S_TxC, the packets sent

@@ -457,3 +457,52 @@ def test_key_file_takes_the_servers_keys_file_too(tmp_path: Path, server: Server
     assert result.returncode == 0, result.stderr
     assert "encrypted mode" in result.stdout
     assert "2 sent, 2 received" in result.stdout
+
+
+def test_a_stamp_target_against_twamp_server_reaches_history_and_metrics(
+    tmp_path: Path,
+) -> None:
+    """A `stamp = yes` target measured by the daemon against our own STAMP reflector,
+    authenticated with the server's keys file: the run is in the history and the metrics."""
+    workdir = tmp_path / "server"
+    workdir.mkdir()
+    stamp_port, metrics = free_port(socket.SOCK_DGRAM), free_port()
+    config = server_config(
+        workdir,
+        stamp_ports=stamp_port,
+        stamp_allow="::1",
+        stamp_mode="stateful",
+        stamp_key_id="alice",
+    )
+    database = tmp_path / "history.sqlite"
+    path = tmp_path / "monitor.conf"
+    path.write_text(
+        f"[monitor]\ncount = 3\ninterval = 10\nhistory = {database}\n"
+        f"metrics_listen = 127.0.0.1:{metrics}\n\n"
+        f"[target stamp]\naddress = [::1]:{stamp_port}\nstamp = yes\nssid = 77\n"
+        f"key_id = alice\nkey_file = {workdir / 'twamp-server.keys'}\nevery = 1\n"
+        "stamp_tlv = direct-measurement, follow-up-telemetry\n"
+    )
+    with running_server(workdir, config) as server:
+        daemon = MonitorProcess(tmp_path, path)
+        try:
+            daemon.wait_log("info: run target=stamp")
+            text = metrics_text(metrics)
+        finally:
+            assert daemon.stop() == 0, daemon.log()
+        started = [line for line in log_lines(server) if line["event"] == "stamp session started"]
+    assert started and {(line["peer"], line["ssid"]) for line in started} == {("::1", 77)}
+    target = 'target="stamp"'
+    for direction in ("out", "in", "unknown"):
+        assert f'twamp_packets_lost_total{{direction="{direction}",{target}}} 0.0' in text, text
+    count = re.search(rf"^twamp_rtt_seconds_count\{{{target}\}} (\S+)$", text, re.M)
+    assert count is not None and float(count.group(1)) >= 3, text
+    listed = monitor("history", "stamp", "--config", str(path), "--json")
+    assert listed.returncode == 0, listed.stderr
+    result = json.loads(listed.stdout)[0]["result"]
+    assert (result["mode"], result["sent"], result["received"]) == ("STAMP authenticated", 3, 3)
+    assert (result["forward_lost"], result["reverse_lost"]) == (0, 0)
+    assert result["stamp"]["ssid"] == 77
+    assert result["stamp"]["direct_measurement"]["r_rxc"] == 3
+    assert result["stamp"]["follow_up_replies"] == 2
+    assert SECRET not in listed.stdout

@@ -27,6 +27,7 @@ from scapy.contrib import stamp as scapy_stamp
 from support import (
     TSHARK,
     ServerProcess,
+    capture_lo,
     free_port,
     log_lines,
     running_server,
@@ -388,25 +389,7 @@ def test_tshark_decodes_a_captured_exchange_without_malformed_packets(tmp_path: 
         port = _port(server)
         capture = tmp_path / "stamp.pcapng"
         count = 6
-        tshark = subprocess.Popen(
-            [
-                TSHARK,
-                "-i",
-                "lo",
-                "-f",
-                f"udp port {port}",
-                "-c",
-                str(2 * count),
-                "-w",
-                str(capture),
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert tshark.stderr is not None
-        for line in tshark.stderr:  # "Capturing on 'lo'" comes before the capture really runs
-            if "Capture started" in line:
-                break
+        tshark = capture_lo(capture, f"udp port {port}", 2 * count)
         with _sender("127.0.0.1") as sock:
             for seq in range(count):
                 tlvs = [] if seq % 2 else [ClassOfService(0), DirectMeasurement(seq + 1)]

@@ -224,6 +224,58 @@ def send_one(setup: StampSetup) -> bytes:
     return send(SessionSender(plan(setup, count=1), now=0), 0)
 
 
+def reports(setup: StampSetup, count: int, answer: ReflectorConfig | None) -> list[int]:
+    """Which of ``count`` packets, 10 ms apart, carried the Access Report; every packet is
+    answered by a reflector of ``answer`` (None: none is)."""
+    sender = SessionSender(plan(setup, count=count), now=0)
+    carried, sizes = [], set()
+    for k in range(count):
+        wire = send(sender, k * 10 * MS)
+        sizes.add(len(wire))
+        kinds = [tlv.type for tlv in decode(wire, 44)]
+        stand_in = TlvType.EXTRA_PADDING if TlvType.ACCESS_REPORT not in kinds else None
+        assert kinds == [TlvType.CLASS_OF_SERVICE, stand_in or TlvType.ACCESS_REPORT]
+        if stand_in is None:
+            carried.append(k)
+        if answer is not None:
+            reply = reflect(wire, t2_ns=WALL + k * 10 * MS, config=answer).finish(WALL)
+            sender.handle_reply(reply, t4=WALL + k * 10 * MS, source=REFLECTOR)
+    assert sizes == {44 + 8 + 8}  # the stand-in is as long as the report
+    return carried
+
+
+def access_setup(timeout_ms: int = 3000, retransmissions: int = 4) -> StampSetup:
+    return StampSetup(
+        tlvs=sender_tlvs(["class-of-service", "access-report"], dscp=0),
+        access_report_timeout_ns=timeout_ms * MS,
+        access_report_retransmissions=retransmissions,
+    )
+
+
+def test_the_access_report_goes_once_when_the_reflector_echoes_it() -> None:
+    assert reports(access_setup(timeout_ms=25), 12, CONFIG) == [0]
+
+
+def test_an_unechoed_access_report_is_retransmitted_on_its_timer_then_given_up() -> None:
+    # Sent at 0 ms, due again at 25: packet 3 (30 ms) finds the timer expired, packet 4
+    # carries it; at 65, packet 7 finds it expired, packet 8 carries the second and last.
+    assert reports(access_setup(timeout_ms=25, retransmissions=2), 16, None) == [0, 4, 8]
+    # The default: three seconds, so a short session sends it once.
+    assert reports(access_setup(), 12, None) == [0]
+
+
+def test_an_echo_the_reflector_did_not_understand_leaves_the_report_pending() -> None:
+    rfc8762_only = ReflectorConfig(SYNCED, extensions=False)  # returns it with U set
+    assert reports(access_setup(timeout_ms=25, retransmissions=1), 8, rfc8762_only) == [0, 4]
+
+
+def test_the_access_report_timer_figures_are_checked() -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        StampSetup(access_report_timeout_ns=0)
+    with pytest.raises(ValueError, match="cannot be negative"):
+        StampSetup(access_report_retransmissions=-1)
+
+
 def test_tlv_choices_are_words_or_comma_lists_each_once() -> None:
     assert parse_tlv_choices(["location,class-of-service", "location", " HMAC "]) == (
         "location",
