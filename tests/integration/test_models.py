@@ -97,8 +97,13 @@ def test_each_model_on_the_wire(
     expected = [sizes[k % len(sizes)] for k in range(count)]
     assert [n for _, n in out] == expected  # sender → reflector
     assert [n for _, n in back] == expected  # and back: the same size both ways
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(out)]
-    assert statistics.median(gaps) == pytest.approx(interval_ms / 1000, abs=0.3e-3)
+    # The schedule's interval as the slope of send time against packet number, by the median
+    # of every pair's slope (Theil-Sen): deadlines are absolute, so a packet a loaded machine
+    # sent late moves only its own pairs, not the estimate.
+    slopes = [
+        (b[0] - a[0]) / (j - i) for (i, a), (j, b) in itertools.combinations(enumerate(out), 2)
+    ]
+    assert statistics.median(slopes) == pytest.approx(interval_ms / 1000, abs=0.1e-3)
 
 
 def test_a_model_replaces_interval_and_size() -> None:
