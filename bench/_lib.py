@@ -126,11 +126,41 @@ def median(values: Sequence[float]) -> float:
 # -- processes -----------------------------------------------------------------------------------
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state first: index 0 is field 3)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _ticks_ns(fields: list[str]) -> int:
+    return sum(int(field) for field in fields) * 1_000_000_000 // CLOCK_TICK
+
+
 def cpu_ns(pid: int) -> int:
     """utime + stime of ``pid`` (all its threads), in nanoseconds (clock-tick resolution)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // CLOCK_TICK
+    return _ticks_ns(_stat(pid)[11:13])
+
+
+def tree_cpu_ns(pid: int) -> int:
+    """CPU time of ``pid`` and every process it started, in nanoseconds.
+
+    A forking server (twampd: a process per control connection, and one per test session under
+    it) spends its CPU in descendants that ``pid``'s own times leave out.  Each process counts
+    with its reaped children's times (cutime + cstime), so one that ends between two readings
+    still counts once it is waited for.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError):  # ended since the scan
+            total += _ticks_ns(_stat(current)[11:15])
+        todo.extend(children.get(current, ()))
+    return total
 
 
 def rss_kib(pid: int) -> int:
@@ -204,10 +234,11 @@ def test_socket(size: int = BUFFER) -> socket.socket:
 
 
 def open_sessions(
-    srv: Server, socks: Sequence[socket.socket], padding: int = 27
+    control_port: int, socks: Sequence[socket.socket], padding: int = 27
 ) -> tuple[ControlClient, list[int]]:
-    """One control connection with a started session per socket: (control, reflector ports)."""
-    control = ControlClient("127.0.0.1", srv.control_port)
+    """One control connection to a TWAMP server on loopback (twamp-server or another) with a
+    started session per socket: (control, reflector ports)."""
+    control = ControlClient("127.0.0.1", control_port)
     control.set_up()
     ports = []
     for sock in socks:
@@ -347,7 +378,7 @@ def run_load(
     cpu: int | None = None,
 ) -> LoadResult:
     """Send ``count`` packets at ``rate`` from ``senders`` processes, count the replies, and read
-    ``measure_pid``'s CPU time around it."""
+    the CPU time of ``measure_pid`` and its descendants around it."""
     ctx = multiprocessing.get_context("fork")
     queue: multiprocessing.Queue = ctx.Queue()
     ready = ctx.Event()
@@ -357,7 +388,7 @@ def run_load(
     groups = [list(range(i, len(socks), senders)) for i in range(senders)]
     if len(socks) < senders:
         raise ValueError("one socket per sender process at least")
-    before = cpu_ns(measure_pid)
+    before = tree_cpu_ns(measure_pid)
     procs = []
     for group in groups:
         share = count // senders
@@ -388,7 +419,7 @@ def run_load(
             seconds = max(seconds, message[3])
         else:
             counts = message[1]
-    after = cpu_ns(measure_pid)
+    after = tree_cpu_ns(measure_pid)
     for proc in [*procs, receiver]:
         proc.join()
     return LoadResult(rate, sent, sum(counts), errors, seconds, counts, after - before)
