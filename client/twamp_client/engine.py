@@ -84,6 +84,7 @@ SPIN_NS = 500_000
 STOP_MARGIN = 1.0
 _IN = select.EPOLLIN | select.EPOLLRDHUP
 _OUT = select.EPOLLOUT
+_ERRQUEUE = socket.MSG_ERRQUEUE
 
 
 Done = Callable[[Measurement], None]
@@ -637,13 +638,15 @@ class _Run:
         sock, destination = self.test_sock, self.destination
         assert sock is not None and destination is not None
         sent = 0
+        # The hot path: names bound once, and the packet asked for only when one is due.
+        time_ns, sendto = time.time_ns, sock.sendto
         while (due := sender.next_send_at()) is not None and due <= now:
             packet = sender.outgoing()
             assert packet is not None
-            t1 = time.time_ns()
+            t1 = time_ns()
             wire = packet.wire(t1)
             try:
-                sock.sendto(wire, destination)
+                sendto(wire, destination)
             except OSError as error:
                 sender.send_failed(error.strerror or type(error).__name__, now)
                 continue
@@ -658,10 +661,11 @@ class _Run:
     def _after_events(self) -> None:
         sender = self.sender
         assert sender is not None
-        if sender.finished:
+        deadline = sender.next_deadline()
+        if deadline is None:  # finished
             self.finish(None)
-        else:
-            self.engine._schedule(self, sender.next_deadline())
+        else:  # after most replies it has not moved, and nothing is pushed
+            self.engine._schedule(self, deadline)
 
     def _on_test_socket(self, mask: int) -> None:
         """One datagram per readiness report: epoll is level-triggered, so the next is reported
@@ -683,8 +687,8 @@ class _Run:
             received_ns, _ttl = parse_ancillary(ancdata)
             t4 = received_ns if received_ns is not None else time.time_ns()
             dscp = received_dscp(ancdata) if self.receive_dscp else None
-            event = sender.handle_reply(data, t4=t4, source=(source[0], source[1]), dscp=dscp)
-            if isinstance(event, Answered):
+            event = sender.handle_reply(data, t4=t4, source=source[:2], dscp=dscp)
+            if type(event) is Answered:
                 self.observer.answered(event.reply, event.duplicate)
         self._after_events()
 
@@ -694,12 +698,11 @@ class _Run:
         reports at the most, when that many are expected."""
         sender, sock = self.sender, self.test_sock
         assert sender is not None and sock is not None
+        recvmsg = sock.recvmsg
         while most:
             most -= 1
             try:
-                _data, ancdata, _flags, _address = sock.recvmsg(
-                    0, TX_ANCILLARY_SPACE, socket.MSG_ERRQUEUE
-                )
+                _data, ancdata, _flags, _address = recvmsg(0, TX_ANCILLARY_SPACE, _ERRQUEUE)
             except OSError:  # EAGAIN: the queue is empty
                 return
             stamp = parse_tx_timestamp(ancdata)
