@@ -140,9 +140,7 @@ class Engine:
         self._ids = itertools.count(1)
         self._cancels: collections.deque[int] = collections.deque()
         self._timer = Timer()
-        self._register(
-            self._timer.fileno(), select.EPOLLIN, lambda _mask: self._timer.acknowledge()
-        )
+        self._register(self._timer.fileno(), select.EPOLLIN, lambda _mask: self._timer.fired())
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._register(self._wake_read, select.EPOLLIN, self._woken)
         self._stop_sending = False
@@ -266,11 +264,16 @@ class Engine:
 
     def _arm(self) -> float:
         """Arm the timer at the nearest deadline; the epoll timeout to wait with (0 when a
-        deadline has come already: re-arming a timer per packet costs more than a poll)."""
+        deadline has come already: re-arming a timer per packet costs more than a poll).
+
+        A timer that fired and is not armed again is read before waiting without a timeout,
+        or it would keep epoll returning at once; one armed again needs no read.
+        """
         heap = self._heap
         while heap and heap[0][2].wake_at != heap[0][0]:
             heapq.heappop(heap)
         if not heap:
+            self._timer.acknowledge()
             return -1
         at = heap[0][0] - (SPIN_NS if self.precise else 0)
         if at <= time.monotonic_ns():
