@@ -67,8 +67,8 @@ _INT = struct.Struct("@i")
 #: struct sock_extended_err: ee_errno, ee_origin, ee_type, ee_code, ee_pad, ee_info, ee_data;
 #: the offsets of ee_origin and ee_data (the OPT_ID counter of a transmit timestamp).
 _EXTENDED_ERR = struct.Struct("@IBBBBII")
-_EE_ORIGIN_AT = 4
-_EE_DATA_AT = 12
+_EE_ORIGIN_AT = struct.calcsize("@I")
+_EE_DATA_AT = struct.calcsize("@IBBBBI")
 _EE_DATA = struct.Struct("@I")
 #: Looked up once per control message: module globals are cheaper than ``socket.`` names.
 _SOL_SOCKET = socket.SOL_SOCKET
