@@ -8,7 +8,6 @@ exposes timerfd only from 3.13, so this calls libc directly.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -30,12 +29,9 @@ class _Itimerspec(ctypes.Structure):
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.timerfd_settime.argtypes = [
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.POINTER(_Itimerspec),
-    ctypes.POINTER(_Itimerspec),
-]
+# timerfd_settime has no argtypes on purpose: it is called about once per wake-up, and checking
+# them costs a third of the call.  Its arguments (two Python ints, a ctypes pointer and None)
+# are passed as the C int, int, pointer and NULL it takes without them.
 
 
 class Timer:
@@ -50,12 +46,18 @@ class Timer:
         self._spec = _Itimerspec()
         self._pointer = ctypes.pointer(self._spec)
         self.armed_at: int | None = None
+        #: Whether it has fired and its expiry count is still unread (it is readable).
+        self._expired = False
 
     def fileno(self) -> int:
         return self._fd
 
     def arm(self, at_ns: int) -> None:
-        """Fire at monotonic ``at_ns`` (at once if it has passed)."""
+        """Fire at monotonic ``at_ns`` (at once if it has passed).
+
+        Arming also clears an expiry not yet read (timerfd_settime zeroes the count), so a
+        timer re-armed after each wake-up is never read at all: see :meth:`fired`.
+        """
         if at_ns == self.armed_at:
             return
         value = self._spec.it_value
@@ -65,11 +67,28 @@ class Timer:
             errno = ctypes.get_errno()
             raise OSError(errno, os.strerror(errno))
         self.armed_at = at_ns
+        self._expired = False
+
+    def fired(self) -> None:
+        """``epoll`` reported the timer readable: it is no longer armed.
+
+        The expiry count is left unread, since the next :meth:`arm` clears it for free; a
+        caller that will not arm again before waiting calls :meth:`acknowledge`, or the timer
+        stays readable.
+        """
+        self._expired = True
+        self.armed_at = None
 
     def acknowledge(self) -> None:
-        """Read the expiry count, so that the timer is no longer readable."""
-        with contextlib.suppress(BlockingIOError):
+        """Read the expiry count if it has fired, so that the timer is no longer readable."""
+        if not self._expired:
+            return
+        # A try costs less than contextlib.suppress.
+        try:  # noqa: SIM105
             os.read(self._fd, 8)
+        except BlockingIOError:
+            pass
+        self._expired = False
         self.armed_at = None
 
     def close(self) -> None:

@@ -126,25 +126,22 @@ class ReflectorPacket:
     @classmethod
     def unpack(cls, data: bytes, authenticated: bool) -> Self:
         size = REFLECTOR_HEADER_SIZE[authenticated]
+        mac = bytes(data[size - len(_ZERO_HMAC) : size]) if authenticated else _ZERO_HMAC
+        return cls(*cls.header_fields(data, authenticated), bytes(data[size:]), mac)
+
+    @classmethod
+    def header_fields(
+        cls, data: bytes, authenticated: bool
+    ) -> tuple[int, int, int, int, int, int, int, int]:
+        """The header's numbers, in the order of the packet's fields up to ``sender_ttl``,
+        without making a packet: the Session-Sender reads one per reply and needs neither the
+        padding nor the HMAC (which ``open_reflector`` has checked)."""
+        size = REFLECTOR_HEADER_SIZE[authenticated]
         if len(data) < size:
             raise _too_short(cls.NAME, data, size)
         if authenticated:
-            *fields, mac = cls._AUTH.unpack_from(data)
-        else:
-            fields, mac = list(cls._OPEN.unpack_from(data)), _ZERO_HMAC
-        seq, timestamp, error, received, sender_seq, sender_timestamp, sender_error, ttl = fields
-        return cls(
-            seq,
-            timestamp,
-            error,
-            received,
-            sender_seq,
-            sender_timestamp,
-            sender_error,
-            ttl,
-            bytes(data[size:]),
-            mac,
-        )
+            return cls._AUTH.unpack_from(data)[:8]
+        return cls._OPEN.unpack_from(data)
 
 
 class ReflectorPacketBuilder:

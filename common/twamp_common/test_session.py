@@ -97,9 +97,10 @@ class SenderPlan:
         )
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Outgoing:
-    """The next packet, prepared before its deadline so that only T1 is left to write."""
+    """The next packet, prepared before its deadline so that only T1 is left to write (not
+    frozen: one is made per packet, and a frozen dataclass is several times slower to make)."""
 
     seq: int
     #: Monotonic time it is due.
@@ -184,7 +185,9 @@ class SessionSender:
         self.plan = plan
         self.outcome = Outcome()
         self._next_at = now
-        self._stopped = False
+        #: What :attr:`sending` says, kept up to date rather than worked out: it is asked
+        #: several times per packet.
+        self._sending = True
         #: Monotonic time each packet was sent (or its send failed), by sequence number.
         self._sent_at: list[int] = []
         #: Per sequence number: 1 once answered.
@@ -205,31 +208,31 @@ class SessionSender:
     @property
     def sending(self) -> bool:
         """Whether packets are still to be sent."""
-        count = self.plan.count
-        return not self._stopped and (count == 0 or self.outcome.sent < count)
+        return self._sending
 
     @property
     def finished(self) -> bool:
         """Nothing left to send and every packet answered or given up."""
-        return not self.sending and self._next_lost >= self.outcome.sent
+        return not self._sending and self._next_lost >= self.outcome.sent
 
     def next_deadline(self) -> int | None:
         """When the driver must next call: the next send or the next give-up; None when
-        finished."""
-        deadline = self._next_at if self.sending else None
-        if self._next_lost < self.outcome.sent:
-            seq = self._next_lost
+        finished (so that a driver asks once per event, not :attr:`finished` as well)."""
+        deadline = self._next_at if self._sending else None
+        seq = self._next_lost
+        if seq < self.outcome.sent:
             give_up = self._sent_at[seq] + (0 if seq in self._failed else self.plan.wait_ns)
-            deadline = give_up if deadline is None else min(deadline, give_up)
+            if deadline is None or give_up < deadline:
+                return give_up
         return deadline
 
     def next_send_at(self) -> int | None:
         """When the next packet is due, or None when nothing is left to send."""
-        return self._next_at if self.sending else None
+        return self._next_at if self._sending else None
 
     def outgoing(self) -> Outgoing | None:
         """The next packet, or None when nothing is left to send."""
-        if not self.sending:
+        if not self._sending:
             return None
         seq = self.outcome.sent
         codec = self._codec
@@ -256,16 +259,20 @@ class SessionSender:
         self._advance(now)
 
     def _advance(self, now: int) -> None:
-        seq = self.outcome.sent
-        self.outcome.sent += 1
+        outcome = self.outcome
+        seq = outcome.sent
+        outcome.sent = sent = seq + 1
         self._sent_at.append(now)
         self._answered.append(0)
         self._kernel_sent.append(0)
-        self._next_at += self.plan.schedule.gap(seq)
+        plan = self.plan
+        self._next_at += plan.schedule.gap(seq)
+        if sent == plan.count:
+            self._sending = False
 
     def stop(self) -> None:
         """Send nothing more; packets in flight are still waited for (Ctrl-C, a shutdown)."""
-        self._stopped = True
+        self._sending = False
 
     def handle_timer(self, now: int) -> list[Lost]:
         """Give up, in order, every packet whose wait is over; the packets given up."""
@@ -283,7 +290,7 @@ class SessionSender:
 
     def give_up(self) -> list[Lost]:
         """Give up every packet still waited for (the control connection died)."""
-        self._stopped = True
+        self._sending = False
         lost = [
             Lost(seq, self._failed.get(seq))
             for seq in range(self._next_lost, self.outcome.sent)
@@ -323,31 +330,36 @@ class SessionSender:
         except ProtocolError:
             return self._reject(MALFORMED)
         seq = packet.sender_seq
-        if seq >= self.outcome.sent or seq in self._failed:
+        outcome = self.outcome
+        if seq >= outcome.sent or seq in self._failed:
             return self._reject(NEVER_SENT)
-        duplicate = bool(self._answered[seq])
+        answered = self._answered
+        duplicate = bool(answered[seq])
         if seq < self._next_lost and not duplicate:
-            self.outcome.late += 1
+            outcome.late += 1
             return Late(seq)
         if not packet.synchronized:
-            self.outcome.reflector_synchronized = False
+            outcome.reflector_synchronized = False
         reply = Reply(
-            sender_seq=seq,
-            reflector_seq=packet.reflector_seq,
-            t1=self.outcome.send_times[seq],
-            t2=packet.t2,
-            t3=packet.t3,
-            t4=t4,
-            sender_ttl=packet.ttl,
-            t1_packet=packet.t1_packet,
+            seq,
+            packet.reflector_seq,
+            outcome.send_times[seq],
+            packet.t2,
+            packet.t3,
+            t4,
+            packet.ttl,
+            packet.t1_packet,
         )
-        self._answered[seq] = 1
-        self._received += not duplicate
-        while self._next_lost < self.outcome.sent and self._answered[self._next_lost]:
-            self._next_lost += 1
-        self.outcome.replies.append(reply)
+        answered[seq] = 1
+        if not duplicate:
+            self._received += 1
+            next_lost, sent = self._next_lost, outcome.sent
+            while next_lost < sent and answered[next_lost]:
+                next_lost += 1
+            self._next_lost = next_lost
+        outcome.replies.append(reply)
         if packet.stamp is not None:
-            self.outcome.stamp.append(
+            outcome.stamp.append(
                 StampReading.of(packet.stamp, t4=t4, received=self._received, reply_dscp=dscp)
             )
         return Answered(reply, duplicate)

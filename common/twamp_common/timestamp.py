@@ -19,6 +19,8 @@ _ERA = 1 << 32
 #: NTP seconds below this value are read as belonging to era 1 (after 2036-02-07): a 32-bit
 #: seconds field covers 136 years, and this pivot (1968-01-20) keeps 1968–2104 unambiguous.
 _ERA_PIVOT = 1 << 31
+#: The Error Estimate's S bit: the clock is synchronised to UTC.
+SYNCHRONIZED_BIT = 0x8000
 
 
 def ns_to_ntp(unix_ns: int) -> int:
@@ -96,7 +98,7 @@ class ErrorEstimate:
     def to_wire(self) -> int:
         """The 16-bit field value."""
         return (
-            (0x8000 if self.synchronized else 0)
+            (SYNCHRONIZED_BIT if self.synchronized else 0)
             | (0x4000 if self.ptp else 0)
             | (self.scale << 8)
             | self.multiplier
@@ -105,7 +107,7 @@ class ErrorEstimate:
     @staticmethod
     def synchronized_on_wire(value: int) -> bool:
         """The S bit of a 16-bit field value, without decoding the rest (a per-packet check)."""
-        return bool(value & 0x8000)
+        return bool(value & SYNCHRONIZED_BIT)
 
     @classmethod
     def from_wire(cls, value: int) -> ErrorEstimate:

@@ -64,8 +64,17 @@ TX_ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(48) + socket.CMSG
 
 _TIMESPEC = struct.Struct("@qq")
 _INT = struct.Struct("@i")
-#: struct sock_extended_err: ee_errno, ee_origin, ee_type, ee_code, ee_pad, ee_info, ee_data.
+#: struct sock_extended_err: ee_errno, ee_origin, ee_type, ee_code, ee_pad, ee_info, ee_data;
+#: the offsets of ee_origin and ee_data (the OPT_ID counter of a transmit timestamp).
 _EXTENDED_ERR = struct.Struct("@IBBBBII")
+_EE_ORIGIN_AT = struct.calcsize("@I")
+_EE_DATA_AT = struct.calcsize("@IBBBBI")
+_EE_DATA = struct.Struct("@I")
+#: Looked up once per control message: module globals are cheaper than ``socket.`` names.
+_SOL_SOCKET = socket.SOL_SOCKET
+_IPPROTO_IP = socket.IPPROTO_IP
+_IPPROTO_IPV6 = socket.IPPROTO_IPV6
+_IP_TTL = socket.IP_TTL
 
 
 def _timespec_ns(data: bytes) -> int:
@@ -123,10 +132,10 @@ def parse_ancillary(ancdata: Iterable[tuple[int, int, bytes]]) -> tuple[int | No
     received_ns: int | None = None
     ttl = TTL_UNKNOWN
     for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(data) >= 16:
+        if kind == SCM_TIMESTAMPNS and level == _SOL_SOCKET and len(data) >= 16:
             received_ns = _timespec_ns(data)
-        elif (level == socket.IPPROTO_IP and kind == socket.IP_TTL) or (
-            level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT
+        elif (kind == _IP_TTL and level == _IPPROTO_IP) or (
+            kind == IPV6_HOPLIMIT and level == _IPPROTO_IPV6
         ):
             # IPv4 delivers the TTL as an int on Linux (one octet on some other systems).
             ttl = _INT.unpack_from(data)[0] if len(data) >= 4 else data[0]
@@ -160,26 +169,34 @@ def parse_tx_timestamp(ancdata: Iterable[tuple[int, int, bytes]]) -> tuple[int, 
     datagram.  SCM_TIMESTAMPING's first timespec is the software stamp; SCM_TIMESTAMPNS carries
     the same time when the SOFTWARE reporting bit is off (see ``tx_timestamp_options``).
     """
-    counter: int | None = None
-    stamping_ns: int | None = None
-    timestampns_ns: int | None = None
+    # Once per packet sent: one pass that only keeps the messages' data, then just the two
+    # numbers needed are decoded (ee_origin, ee_data), not the whole sock_extended_err.
+    stamping = timestampns = error = None
     for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPING and len(data) >= 16:
-            # All zero: no software stamp (a hardware-only report).
-            stamping_ns = _timespec_ns(data) or None
-        elif level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(data) >= 16:
-            timestampns_ns = _timespec_ns(data)
-        elif (
-            (level == socket.IPPROTO_IP and kind == IP_RECVERR)
-            or (level == socket.IPPROTO_IPV6 and kind == IPV6_RECVERR)
-        ) and len(data) >= _EXTENDED_ERR.size:
-            _errno, origin, _type, _code, _pad, _info, ee_data = _EXTENDED_ERR.unpack_from(data)
-            if origin == SO_EE_ORIGIN_TIMESTAMPING:
-                counter = ee_data
-    sent_ns = stamping_ns if stamping_ns is not None else timestampns_ns
-    if counter is None or sent_ns is None:
+        if level == _SOL_SOCKET:
+            if kind == SCM_TIMESTAMPING:
+                stamping = data
+            elif kind == SCM_TIMESTAMPNS:
+                timestampns = data
+        elif (kind == IP_RECVERR and level == _IPPROTO_IP) or (
+            kind == IPV6_RECVERR and level == _IPPROTO_IPV6
+        ):
+            error = data
+    if (
+        error is None
+        or len(error) < _EXTENDED_ERR.size
+        or error[_EE_ORIGIN_AT] != SO_EE_ORIGIN_TIMESTAMPING
+    ):
         return None
-    return counter, sent_ns
+    sent_ns = None
+    if stamping is not None and len(stamping) >= _TIMESPEC.size:
+        # All zero: no software stamp (a hardware-only report).
+        sent_ns = _timespec_ns(stamping) or None
+    if sent_ns is None:
+        if timestampns is None or len(timestampns) < _TIMESPEC.size:
+            return None
+        sent_ns = _timespec_ns(timestampns)
+    return _EE_DATA.unpack_from(error, _EE_DATA_AT)[0], sent_ns
 
 
 def error_queue_options(family: int) -> list[tuple[int, int, int]]:
