@@ -588,7 +588,7 @@ class _Run:
             mode=mode_text,
             count=test.count,
             interval_ms=test.interval_ms if test.traffic is None else schedule.gap(0) / 1e6,
-            packet_size=header_size + schedule.padding(0),
+            packet_sizes=tuple(header_size + padding for padding in schedule.paddings),
             started=self.started,
             test_port=destination[1],
             sender_port=self.test_sock.getsockname()[1] if self.test_sock else 0,

@@ -253,8 +253,10 @@ def _add(series: _Series, measurement: Measurement, duration: float) -> None:
     else:
         series.lost["unknown"] += summary.lost
     if header is not None:
-        series.bytes_sent += summary.sent * header.packet_size
-        series.bytes_received += summary.received * header.packet_size
+        series.bytes_sent += header.octets(summary.sent)
+        if outcome is not None:
+            replied = {reply.sender_seq for reply in outcome.replies}
+            series.bytes_received += sum(header.size_of(seq) for seq in replied)
     if outcome is not None:
         answered: set[int] = set()
         for reply in outcome.replies:
