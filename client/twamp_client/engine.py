@@ -49,7 +49,7 @@ from twamp_common.codes import AUTHENTICATED_TEST_MODES, Mode, mode_name
 from twamp_common.control import NEED_DATA, ClientControl, ConnectionClosed
 from twamp_common.crypto import TestPacketProtection
 from twamp_common.errors import AuthenticationError, ProtocolError
-from twamp_common.schedule import Cycle, Periodic, Poisson, Schedule
+from twamp_common.schedule import Periodic, Poisson, Schedule
 from twamp_common.sender_codec import check_stamp_padding, stamp_header_size
 from twamp_common.stamp_sender import StampSetup, parse_tlv_choices, sender_tlvs
 from twamp_common.test_packets import SENDER_HEADER_SIZE
@@ -120,9 +120,7 @@ def schedule_for(
             else:
                 schedule = Periodic(interval_ns, padding)
         if header is not None:
-            check_stamp_padding(
-                schedule.paddings if isinstance(schedule, Cycle) else (schedule.padding(0),)
-            )
+            check_stamp_padding(schedule.paddings)
     except ValueError as error:  # ModelError is one
         raise ClientError(str(error)) from None
     return schedule
@@ -603,7 +601,7 @@ class _Run:
             mode=mode_text,
             count=test.count,
             interval_ms=test.interval_ms if test.traffic is None else schedule.gap(0) / 1e6,
-            packet_size=header_size + schedule.padding(0),
+            packet_sizes=tuple(header_size + padding for padding in schedule.paddings),
             started=self.started,
             test_port=destination[1],
             sender_port=self.test_sock.getsockname()[1] if self.test_sock else 0,

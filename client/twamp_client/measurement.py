@@ -150,7 +150,9 @@ class Header:
     mode: str
     count: int
     interval_ms: float
-    packet_size: int
+    #: UDP payload octets of the test packets, one cycle of them: packet k has the size
+    #: ``packet_sizes[k % len(packet_sizes)]`` (a single size but for a model of several).
+    packet_sizes: tuple[int, ...]
     started: datetime.datetime
     #: The reflector's UDP test port.
     test_port: int
@@ -160,6 +162,20 @@ class Header:
     local_address: str
     #: The STAMP session's SSID; None for TWAMP.
     ssid: int | None = None
+
+    def size_of(self, seq: int) -> int:
+        """UDP payload octets of packet ``seq``."""
+        return self.packet_sizes[seq % len(self.packet_sizes)]
+
+    def octets(self, count: int) -> int:
+        """UDP payload octets of the first ``count`` packets (a long run in whole cycles)."""
+        cycles, rest = divmod(count, len(self.packet_sizes))
+        return cycles * sum(self.packet_sizes) + sum(self.packet_sizes[:rest])
+
+    @property
+    def mean_packet_size(self) -> float:
+        """Octets per packet over a cycle: what one number can say of several sizes."""
+        return sum(self.packet_sizes) / len(self.packet_sizes)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

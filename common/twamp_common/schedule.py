@@ -21,6 +21,11 @@ class Schedule(Protocol):
     @property
     def max_padding(self) -> int: ...
 
+    #: The padding of each size the schedule sends, in the order of a cycle of them (one for
+    #: a schedule of one size): what the session's byte counts are made of.
+    @property
+    def paddings(self) -> tuple[int, ...]: ...
+
     def padding(self, seq: int) -> int:
         """Padding octets of packet ``seq``."""
         ...
@@ -46,6 +51,10 @@ class Periodic:
     def max_padding(self) -> int:
         return self.padding_octets
 
+    @property
+    def paddings(self) -> tuple[int, ...]:
+        return (self.padding_octets,)
+
     def padding(self, seq: int) -> int:
         return self.padding_octets
 
@@ -68,6 +77,10 @@ class Poisson:
     @property
     def max_padding(self) -> int:
         return self.padding_octets
+
+    @property
+    def paddings(self) -> tuple[int, ...]:
+        return (self.padding_octets,)
 
     def padding(self, seq: int) -> int:
         return self.padding_octets

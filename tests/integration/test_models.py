@@ -97,6 +97,13 @@ def test_each_model_on_the_wire(
     expected = [sizes[k % len(sizes)] for k in range(count)]
     assert [n for _, n in out] == expected  # sender → reflector
     assert [n for _, n in back] == expected  # and back: the same size both ways
+    payloads = [size - 28 for size in sizes]  # IPv4 and UDP headers
+    if len(sizes) == 1:
+        assert document["packet_size"] == payloads[0]
+        assert "packet_sizes" not in document
+    else:
+        assert document["packet_sizes"] == payloads
+        assert document["packet_size"] == pytest.approx(sum(payloads) / len(payloads), abs=1e-3)
     # The schedule's interval as the slope of send time against packet number, by the median
     # of every pair's slope (Theil-Sen): deadlines are absolute, so a packet a loaded machine
     # sent late moves only its own pairs, not the estimate.

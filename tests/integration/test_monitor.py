@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -393,6 +394,32 @@ def test_metrics_endpoint_passes_promtool_and_prometheus_scrapes_it(
             scraper.terminate()
             scraper.wait(20)
         assert daemon.stop() == 0, daemon.log()
+
+
+def test_imix_bytes_are_the_sum_of_the_sizes_sent(tmp_path: Path, server: ServerProcess) -> None:
+    """Runs of 17 packets: one cycle of twelve sizes and five of the next, each packet counted
+    at its own size."""
+    port = free_port()
+    path = tmp_path / "monitor.conf"
+    path.write_text(
+        f"[monitor]\nmetrics_listen = 127.0.0.1:{port}\nhistory =\n\n[target mix]\n"
+        f"address = 127.0.0.1:{config_port(server)}\nmodel = imix\nbandwidth = 10000000\n"
+        "count = 17\nevery = 2\n"
+    )
+    daemon = MonitorProcess(tmp_path, path)
+    try:
+        daemon.wait_log("info: run target=mix")
+        text = metrics_text(port)
+    finally:
+        assert daemon.stop() == 0, daemon.log()
+    runs = re.search(r'^twamp_runs_total\{result="ok",target="mix"\} (\S+)$', text, re.M)
+    assert runs is not None and float(runs.group(1)) >= 1, text
+    packets = 17 * float(runs.group(1))
+    sizes = [70, 576, 70, 576, 70, 576, 70, 576, 70, 70, 70, 1500]
+    octets = float(runs.group(1)) * sum(sizes[k % 12] - 28 for k in range(17))  # IPv4, UDP
+    assert f'twamp_packets_received_total{{target="mix"}} {packets}' in text, text
+    assert f'twamp_sent_bytes_total{{target="mix"}} {octets}' in text, text
+    assert f'twamp_received_bytes_total{{target="mix"}} {octets}' in text, text
 
 
 def test_history_keeps_every_run_and_prints_them(tmp_path: Path, server: ServerProcess) -> None:

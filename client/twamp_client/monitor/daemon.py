@@ -31,6 +31,7 @@ from ..reports.ipfix import record as ipfix_record
 from ..sockets import reserve_descriptors
 from . import config as config_module
 from .config import MonitorConfig, TargetConfig
+from .exposition import serve
 from .history import Writer
 from .logs import Log
 from .metrics import Metrics
@@ -115,15 +116,13 @@ class Daemon:
         return 0
 
     def _serve_metrics(self) -> None:
-        """The Prometheus endpoint, when configured: its own thread (prometheus_client's)."""
+        """The Prometheus endpoint, when configured: threads of its own."""
         listen = self.config.metrics_listen
         if listen is None:
             return
-        from prometheus_client import start_http_server  # noqa: PLC0415 - only when asked
-
         host, port = listen
         try:
-            start_http_server(port, addr=host, registry=self.metrics.registry)
+            serve(host, port, self.metrics.exposition)
         except OSError as error:
             raise ClientError(f"metrics_listen {host}:{port}: {error.strerror}") from None
         self.log("info", "metrics endpoint", listen=f"{host}:{port}")

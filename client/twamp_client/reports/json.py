@@ -13,7 +13,7 @@ from twamp_common.stamp_tlv import SyncSource, TimestampMethod
 from twamp_common.stats import Distribution
 
 from .. import quality
-from ..measurement import Measurement
+from ..measurement import Header, Measurement
 from .units import us
 
 
@@ -28,6 +28,19 @@ def _distribution(dist: Distribution | None) -> dict[str, float | None] | None:
         "median": us(dist.median),
         "p95": us(dist.p95),
         "p99": us(dist.p99),
+    }
+
+
+def _sizes(header: Header | None) -> dict[str, Any]:
+    """``packet_size``: every packet's; for a model of several sizes (imix) their mean over
+    its cycle, one number where one was always found, and ``packet_sizes`` the cycle."""
+    if header is None:
+        return {"packet_size": None}
+    if len(header.packet_sizes) == 1:
+        return {"packet_size": header.packet_sizes[0]}
+    return {
+        "packet_size": round(header.mean_packet_size, 3),
+        "packet_sizes": list(header.packet_sizes),
     }
 
 
@@ -49,7 +62,7 @@ def document(measurement: Measurement) -> dict[str, Any]:
         "start_time": None if header is None else header.started.isoformat(),
         "count": measurement.test.count,
         "interval_ms": measurement.test.interval_ms,
-        "packet_size": None if header is None else header.packet_size,
+        **_sizes(header),
         "test_port": None if header is None else header.test_port,
     }
     if summary is not None:

@@ -72,9 +72,16 @@ def header_line(header: Header) -> str:
     ssid = "" if header.ssid is None else f", SSID {header.ssid}"
     return (
         f"{protocol} {shown} port {header.port}, {header.mode} mode{ssid}, UDP test port"
-        f" {header.test_port}: {count} packets of {header.packet_size} octets every"
+        f" {header.test_port}: {count} packets of {_sizes(header)} octets every"
         f" {header.interval_ms:g} ms\n"
     )
+
+
+def _sizes(header: Header) -> str:
+    sizes = header.packet_sizes
+    if len(sizes) == 1:
+        return str(sizes[0])
+    return f"{min(sizes)} to {max(sizes)} (mean {header.mean_packet_size:.1f})"
 
 
 def write_block(measurement: Measurement, out: IO[str]) -> None:
