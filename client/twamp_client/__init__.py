@@ -13,7 +13,9 @@ Modules:
   in, reporters chosen;
 * ``quality``: MOS per direction of voice-model runs;
 * ``reports``: ``text``, ``json``, ``raw``, ``table`` and ``ipfix`` (a run as an IPFIX
-  record), one reporter each; ``ipfix_export``: records to a collector over UDP or TCP.
+  record), one reporter each; ``ipfix_export``: records to a collector over UDP or TCP;
+* ``monitor``: the twamp-monitor daemon (``config``, ``scheduler``, ``daemon``, ``metrics``
+  and ``exposition`` for Prometheus, ``history``, ``logs``).
 
 The Session-Sender's schedule and accounting are ``twamp_common.test_session``.
 """
