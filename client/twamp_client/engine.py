@@ -61,7 +61,7 @@ from twamp_common.udp_options import (
     parse_ancillary,
     parse_icmp_error,
     parse_tx_timestamp,
-    received_dscp,
+    received_traffic_class,
 )
 
 from .control_session import (
@@ -698,8 +698,8 @@ class _Run:
                 return
             received_ns, _ttl = parse_ancillary(ancdata)
             t4 = received_ns if received_ns is not None else time.time_ns()
-            dscp = received_dscp(ancdata) if self.receive_dscp else None
-            event = sender.handle_reply(data, t4=t4, source=source[:2], dscp=dscp)
+            tos = received_traffic_class(ancdata) if self.receive_dscp else None
+            event = sender.handle_reply(data, t4=t4, source=source[:2], traffic_class=tos)
             if type(event) is Answered:
                 self.observer.answered(event.reply, event.duplicate)
         self._after_events()

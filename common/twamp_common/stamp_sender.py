@@ -156,12 +156,13 @@ class StampReading:
     direct_measurement: DirectMeasurement | None
     location: Location | None
     follow_up: FollowUp | None
-    #: DSCP the reply arrived with, when the socket reported it.
-    reply_dscp: int | None
+    #: The TOS / Traffic Class octet (DSCP and ECN) the reply arrived with, when the socket
+    #: reported it.
+    reply_traffic_class: int | None
 
     @classmethod
     def of(
-        cls, reply: StampReply, *, t4: int, received: int, reply_dscp: int | None
+        cls, reply: StampReply, *, t4: int, received: int, reply_traffic_class: int | None
     ) -> StampReading:
         return cls(
             sender_seq=reply.sender_seq,
@@ -175,7 +176,7 @@ class StampReading:
             direct_measurement=reply.direct_measurement,
             location=reply.location,
             follow_up=reply.follow_up,
-            reply_dscp=reply_dscp,
+            reply_traffic_class=reply_traffic_class,
         )
 
 
@@ -201,8 +202,9 @@ class StampSummary:
     #: DSCP and ECN our packets reached the reflector with: value -> replies.
     dscp_at_reflector: dict[int, int]
     ecn_at_reflector: dict[int, int]
-    #: DSCP the replies reached us with: value -> replies.
+    #: DSCP and ECN the replies reached us with: value -> replies.
     dscp_of_replies: dict[int, int]
+    ecn_of_replies: dict[int, int]
     #: Replies whose Class of Service TLV had RP = 1 (the reflector did not use DSCP1).
     dscp_refused: int
     #: The counters of the last reply that carried them, and loss per direction from them.
@@ -258,6 +260,7 @@ def summarize(readings: Sequence[StampReading], *, ssid: int) -> StampSummary:
     at_reflector: collections.Counter[int] = collections.Counter()
     ecn: collections.Counter[int] = collections.Counter()
     of_replies: collections.Counter[int] = collections.Counter()
+    ecn_of_replies: collections.Counter[int] = collections.Counter()
     refused = integrity_failed = 0
     flags: dict[str, collections.Counter[str]] = {}
     for reading in readings:
@@ -272,8 +275,9 @@ def summarize(readings: Sequence[StampReading], *, ssid: int) -> StampSummary:
             at_reflector[cos.dscp2] += 1
             ecn[cos.ecn] += 1
             refused += cos.rp == 1
-        if reading.reply_dscp is not None:
-            of_replies[reading.reply_dscp] += 1
+        if reading.reply_traffic_class is not None:
+            of_replies[reading.reply_traffic_class >> 2] += 1
+            ecn_of_replies[reading.reply_traffic_class & 0b11] += 1
         integrity_failed += reading.tlv_integrity is False
         for kind, bits in reading.flags:
             for flag, letter in FLAG_LETTERS.items():
@@ -291,6 +295,7 @@ def summarize(readings: Sequence[StampReading], *, ssid: int) -> StampSummary:
         dscp_at_reflector=dict(sorted(at_reflector.items())),
         ecn_at_reflector=dict(sorted(ecn.items())),
         dscp_of_replies=dict(sorted(of_replies.items())),
+        ecn_of_replies=dict(sorted(ecn_of_replies.items())),
         dscp_refused=refused,
         direct_measurement=counters,
         forward_lost=forward,

@@ -317,10 +317,16 @@ class SessionSender:
         self.outcome.icmp_errors[what] += 1
 
     def handle_reply(
-        self, data: bytes, *, t4: int, source: tuple[str, int], dscp: int | None = None
+        self,
+        data: bytes,
+        *,
+        t4: int,
+        source: tuple[str, int],
+        traffic_class: int | None = None,
     ) -> ReplyEvent:
-        """What the datagram ``data`` from ``source``, received at wall-clock ``t4`` (with
-        ``dscp``, when the socket reported it), is."""
+        """What the datagram ``data`` from ``source``, received at wall-clock ``t4`` (with the
+        TOS / Traffic Class octet ``traffic_class``, DSCP and ECN, when the socket reported it),
+        is."""
         if source != self.plan.reflector:
             return self._reject(FOREIGN_SOURCE)
         try:
@@ -360,7 +366,9 @@ class SessionSender:
         outcome.replies.append(reply)
         if packet.stamp is not None:
             outcome.stamp.append(
-                StampReading.of(packet.stamp, t4=t4, received=self._received, reply_dscp=dscp)
+                StampReading.of(
+                    packet.stamp, t4=t4, received=self._received, reply_traffic_class=traffic_class
+                )
             )
         return Answered(reply, duplicate)
 

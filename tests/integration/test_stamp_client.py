@@ -74,6 +74,7 @@ def test_every_tlv_against_our_reflector(host: str) -> None:
         "dscp_at_reflector": {"34": 5},
         "ecn_at_reflector": {"0": 5},
         "dscp_of_replies": {"34": 5},
+        "ecn_of_replies": {"0": 5},
         "refused": 0,
     }
     assert stamp["direct_measurement"] == {
@@ -146,7 +147,7 @@ def test_text_output_names_each_figure(host: str) -> None:
     assert "reflector timestamps: T2 ntp sw-local, T3 ntp sw-local\n" in out
     assert (
         "class of service: at the reflector DSCP 0 (2), ECN 0 (2); replies asked for DSCP 0,"
-        " arrived with DSCP 0 (2), 0 refused (RP)\n" in out
+        " arrived with DSCP 0 (2), ECN 0 (2), 0 refused (RP)\n" in out
     )
     assert "TLV flags (U unrecognized, M malformed, I integrity): location U 2\n" in out
 

@@ -125,6 +125,7 @@ def test_every_tlv_between_our_client_and_our_server(
         "dscp_at_reflector": {str(AF41): COUNT},  # what the server's socket saw arrive
         "ecn_at_reflector": {"0": COUNT},
         "dscp_of_replies": {str(AF41): COUNT},  # what ours saw come back
+        "ecn_of_replies": {"0": COUNT},
         "refused": 0,
     }
     assert stamp["direct_measurement"] == {

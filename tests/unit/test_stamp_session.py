@@ -148,7 +148,9 @@ def test_every_tlv_is_answered_and_summarized() -> None:
         # The reflector's kernel sent it 30 µs after its user-space T3.
         previous = FollowUp(reflection.seq, t2 + 130_000, TimestampMethod.SW_LOCAL)
         sent_at[reflection.seq] = t2 + 130_000
-        event = sender.handle_reply(reply, t4=t2 + 1 * MS, source=REFLECTOR, dscp=40)
+        event = sender.handle_reply(
+            reply, t4=t2 + 1 * MS, source=REFLECTOR, traffic_class=40 << 2 | 1
+        )
         assert isinstance(event, Answered)
     assert sender.handle_timer(200 * MS) == [Lost(1)]
     outcome = sender.outcome
@@ -159,6 +161,7 @@ def test_every_tlv_is_answered_and_summarized() -> None:
     assert summary.dscp_requested == 46
     assert summary.dscp_at_reflector == {10: 3} and summary.ecn_at_reflector == {2: 3}
     assert summary.dscp_of_replies == {40: 3} and summary.dscp_refused == 0
+    assert summary.ecn_of_replies == {1: 3}
     # The last reply: 4 sent, 4 received and 4 sent by the reflector, 3 of them came back.
     assert summary.direct_measurement is not None
     dm = summary.direct_measurement

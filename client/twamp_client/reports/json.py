@@ -137,6 +137,7 @@ def stamp_document(stamp: StampSummary) -> dict[str, Any]:
             "dscp_at_reflector": stamp.dscp_at_reflector,
             "ecn_at_reflector": stamp.ecn_at_reflector,
             "dscp_of_replies": stamp.dscp_of_replies,
+            "ecn_of_replies": stamp.ecn_of_replies,
             "refused": stamp.dscp_refused,
         },
         "direct_measurement": None

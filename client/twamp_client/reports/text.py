@@ -211,6 +211,7 @@ def write_stamp(stamp: StampSummary, out: IO[str]) -> None:
             f"class of service: at the reflector DSCP {_counts(stamp.dscp_at_reflector)},"
             f" ECN {_counts(stamp.ecn_at_reflector)}; replies asked for DSCP"
             f" {stamp.dscp_requested}, arrived with DSCP {_counts(stamp.dscp_of_replies)},"
+            f" ECN {_counts(stamp.ecn_of_replies)},"
             f" {stamp.dscp_refused} refused (RP)\n"
         )
     counters = stamp.direct_measurement
