@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support import ControlClient, ServerProcess, free_port  # noqa: E402
 from twamp_common.test_packets import SenderPacket  # noqa: E402
-from twamp_server.reflector import grow_buffers  # noqa: E402
+from twamp_common.udp_options import grow_buffers  # noqa: E402
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 BUFFER = 8 * 1024 * 1024
@@ -228,7 +228,7 @@ def server(prefix: Sequence[str] = (), **settings: object) -> Iterator[Server]:
 
 def test_socket(size: int = BUFFER) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    grow_buffers(sock, size)
+    grow_buffers(sock, size, size)
     sock.bind(("127.0.0.1", 0))
     return sock
 

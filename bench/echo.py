@@ -12,13 +12,11 @@ import socket
 import sys
 import threading
 
+from twamp_common.udp_options import grow_buffers
+
 SO_TIMESTAMPNS = 35
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, force, 4 * 1024 * 1024)  # as twamp-server asks
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, plain, 4 * 1024 * 1024)
+grow_buffers(sock, 4 * 1024 * 1024, 4 * 1024 * 1024)  # as twamp-server asks
 sock.bind(("127.0.0.1", int(sys.argv[1])))
 
 if "--epoll-thread" in sys.argv:

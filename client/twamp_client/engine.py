@@ -74,7 +74,7 @@ from .control_session import (
     stop_sessions,
 )
 from .measurement import Header, Measurement, Observer, Target, Test, stamp_mode
-from .sockets import Address, open_test_socket, resolve
+from .sockets import Address, open_test_socket, resolve, size_receive_buffer
 from .timer import Timer
 
 #: In ``precise`` mode, spin rather than sleep for this long before each deadline (wake-ups are
@@ -608,6 +608,10 @@ class _Run:
             local_address=self._local_address(destination),
             ssid=None if stamp is None else stamp.ssid,
         )
+        if self.test_sock is not None:
+            size_receive_buffer(
+                self.test_sock, self.header.interval_ms * 1e6, max(self.header.packet_sizes)
+            )
         now = time.monotonic_ns()
         self.sender = SessionSender(plan, now=now)
         if self.stop_requested:

@@ -10,8 +10,10 @@ import resource
 import socket
 
 from twamp_common.udp_options import (
+    DATAGRAM_OVERHEAD,
     dont_fragment_options,
     error_queue_options,
+    grow_buffers,
     receive_options,
     send_options,
     traffic_class_options,
@@ -23,6 +25,12 @@ from .control_session import ClientError
 from .measurement import Target, Test
 
 Address = tuple[str, int] | tuple[str, int, int, int]
+#: Seconds of replies the test socket holds while this process is kept from reading it: a
+#: loaded host's scheduler, or a reflector that stalls and then answers in a burst, must not
+#: turn into reverse loss.
+BUFFERED_SECONDS = 1.0
+#: The most receive buffer a test socket asks for (the kernel doubles it for its bookkeeping).
+MAX_RECEIVE_BUFFER = 16 * 1024 * 1024
 #: Descriptors a process needs beside its measurements (stdio, epoll, timer, wake-up pipe...).
 SPARE_DESCRIPTORS = 32
 
@@ -81,6 +89,20 @@ def open_test_socket(test: Test, family: int, *, receive_dscp: bool = False) -> 
         ) from None
     sock.setblocking(False)
     return sock
+
+
+def size_receive_buffer(sock: socket.socket, interval_ns: float, largest_datagram: int) -> None:
+    """Let ``sock`` queue BUFFERED_SECONDS of a session sending every ``interval_ns`` (on
+    average) datagrams of up to ``largest_datagram`` octets.
+
+    Each packet costs the buffer twice, its reply and its transmit-time report, which the kernel
+    charges to the same buffer.  The default buffer (net.core.rmem_default, 208 KiB) holds about
+    25 ms of a 5000 packets/s session; slow sessions keep it, as the buffer is only a limit.
+    """
+    per_packet = 2 * (DATAGRAM_OVERHEAD + largest_datagram)
+    wanted = BUFFERED_SECONDS * 1e9 / interval_ns * per_packet / 2  # the kernel doubles it
+    if wanted * 2 > sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF):
+        grow_buffers(sock, int(min(wanted, MAX_RECEIVE_BUFFER)))
 
 
 def reserve_descriptors(measurements: int, per_measurement: int = 2) -> None:

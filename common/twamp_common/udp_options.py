@@ -62,6 +62,14 @@ _PORT_UNREACHABLE = {SO_EE_ORIGIN_ICMP: (3, 3), SO_EE_ORIGIN_ICMP6: (1, 4)}
 #: sock_extended_err followed by the offender's address (a sockaddr_in6 at most).
 TX_ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(48) + socket.CMSG_SPACE(16 + 28)
 
+#: SO_RCVBUFFORCE and SO_SNDBUFFORCE (asm-generic/socket.h): buffer sizes beyond the sysctl
+#: limits (net.core.rmem_max, wmem_max), allowed with CAP_NET_ADMIN.
+SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32
+#: What the kernel charges a receive buffer for one queued datagram beyond its payload (the
+#: sk_buff's truesize: 832 octets for a 41-octet datagram on loopback, Linux 6.1).  A transmit
+#: timestamp report on the error queue is charged to the same buffer at about the same cost.
+DATAGRAM_OVERHEAD = 832
+
 _TIMESPEC = struct.Struct("@qq")
 _INT = struct.Struct("@i")
 #: struct sock_extended_err: ee_errno, ee_origin, ee_type, ee_code, ee_pad, ee_info, ee_data;
@@ -269,3 +277,20 @@ def dscp_from_type_p(type_p: int) -> int | None:
     if type_p & 0x00FF_FFFF:
         return None
     return (type_p >> 24) & 0x3F
+
+
+def grow_buffers(sock: socket.socket, receive: int, send: int | None = None) -> None:
+    """Ask for a ``receive``-octet receive buffer (and a ``send``-octet send buffer): with
+    CAP_NET_ADMIN beyond the sysctl limits, else as far as they allow.
+
+    The one place both sides size their test sockets, so that a stall of the reading process
+    (a loaded host, a reflector that answers in bursts) queues datagrams instead of dropping them.
+    """
+    sizes = [(SO_RCVBUFFORCE, socket.SO_RCVBUF, receive)]
+    if send is not None:
+        sizes.append((SO_SNDBUFFORCE, socket.SO_SNDBUF, send))
+    for force, plain, size in sizes:
+        try:
+            sock.setsockopt(_SOL_SOCKET, force, size)
+        except OSError:
+            sock.setsockopt(_SOL_SOCKET, plain, size)

@@ -185,7 +185,7 @@ class Reflector:
                 sock.setsockopt(level, option, value)
             for level, option, value in udp_options.send_options(each):
                 sock.setsockopt(level, option, value)
-        grow_buffers(sock)
+        udp_options.grow_buffers(sock, RECEIVE_BUFFER, RECEIVE_BUFFER)
         sock.setblocking(False)
         address, bound_port = sock.getsockname()[:2]
         with self._lock:
@@ -391,11 +391,6 @@ class Reflector:
         self.total_reflected += 1
 
 
-#: SO_RCVBUFFORCE and SO_SNDBUFFORCE (asm-generic/socket.h): buffer sizes beyond the sysctl
-#: limits, allowed with CAP_NET_ADMIN.
-_SO_RCVBUFFORCE, _SO_SNDBUFFORCE = 33, 32
-
-
 def open_udp(address: str, port: int) -> socket.socket:
     """A UDP socket bound to ``address``:``port`` (IPv6 sockets IPv6-only); raises OSError."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -408,12 +403,3 @@ def open_udp(address: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def grow_buffers(sock: socket.socket, size: int = RECEIVE_BUFFER) -> None:
-    """Ask for ``size``-octet socket buffers; with CAP_NET_ADMIN, beyond the sysctl limits."""
-    for force, plain in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF), (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, size)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, plain, size)

@@ -55,7 +55,7 @@ from twamp_common.timestamp import ErrorEstimate
 from .activation import is_dual_stack
 from .drops import Address, DropReports
 from .poll_thread import PollThread
-from .reflector import MAX_DATAGRAM, grow_buffers, open_udp
+from .reflector import MAX_DATAGRAM, RECEIVE_BUFFER, open_udp
 
 #: Room for SCM_TIMESTAMPNS, the TTL and the TOS, and for an SCM_TIMESTAMPING a kernel might
 #: attach as well (see udp_options.tx_timestamp_options).
@@ -204,7 +204,7 @@ class StampService:
             ):
                 sock.setsockopt(*option)
         stamping = _enable_tx_timestamps(sock)
-        grow_buffers(sock)
+        udp_options.grow_buffers(sock, RECEIVE_BUFFER, RECEIVE_BUFFER)
         sock.setblocking(False)
         address, port = sock.getsockname()[:2]
         with self._lock:

@@ -22,7 +22,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import SECRET, ServerProcess, config_port, free_port, running_server, server_config
+from support import (
+    CLIENT,
+    SECRET,
+    ServerProcess,
+    config_port,
+    free_port,
+    running_server,
+    server_config,
+    wait_log,
+)
 from support import run_client as client
 from twamp_common.test_packets import (
     SENDER_HEADER_SIZE,
@@ -135,6 +144,28 @@ def test_intervals_shorter_than_the_spin_still_read_replies(server: ServerProces
     assert document["late"] == 0
     assert document["received"] >= 1900  # loopback; a loaded machine may drop a few
     assert document["sent"] == document["received"] + document["lost"]
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 and int(Path("/proc/sys/net/core/rmem_max").read_text()) < 4 * 1024 * 1024,
+    reason="a test socket may grow past net.core.rmem_max only as root",
+)
+def test_a_reflector_answering_in_a_burst_loses_no_reply(server: ServerProcess) -> None:
+    """A reflector stalled for 0.2 s answers 1000 packets at once; the client's receive buffer
+    (its replies and its transmit-time reports) holds them, where the default one (208 KiB,
+    about 25 ms of 5000 packets/s) dropped about 800 and reported them as reverse loss."""
+    command = [*CLIENT, f"127.0.0.1:{config_port(server)}", "-c", "5000", "-i", "0.2"]
+    with subprocess.Popen([*command, "--json"], stdout=subprocess.PIPE, text=True) as running:
+        wait_log(server, "session started")
+        time.sleep(0.2)
+        server.process.send_signal(signal.SIGSTOP)
+        time.sleep(0.2)
+        server.process.send_signal(signal.SIGCONT)
+        output, _ = running.communicate(timeout=30)
+    document = json.loads(output)
+    assert document["sent"] == 5000
+    assert document["received"] == 5000, document
+    assert document["late"] == 0
 
 
 def test_raw_rows_hold_four_timestamps(server: ServerProcess) -> None:
