@@ -11,6 +11,7 @@ they put in each reply, and can lose packets in either direction.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import socket
@@ -87,19 +88,26 @@ class _Serving:
 class FakeReflector(_Serving):
     """A TWAMP Light reflector on a free loopback UDP port, in a thread of its own."""
 
-    def __init__(self, behaviour: Behaviour, host: str = "127.0.0.1") -> None:
+    def __init__(self, behaviour: Behaviour, host: str = "127.0.0.1", delay: float = 0.0) -> None:
         self.behaviour = behaviour
+        #: Seconds each reply is held back: a long path, with replies in flight.
+        self.delay = delay
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.bind((host, 0))
-        self.sock.settimeout(0.1)
         self.port: int = self.sock.getsockname()[1]
         #: Replies sent: a stateful reflector's next sequence number.
         self.answered = 0
         super().__init__()
 
     def _serve(self) -> None:
+        held: collections.deque[tuple[float, bytes, tuple[str, int]]] = collections.deque()
         while not self._stop.is_set():
+            now = time.monotonic()
+            while held and held[0][0] <= now:
+                _, answer, peer = held.popleft()
+                self.sock.sendto(answer, peer)
+            self.sock.settimeout(min(0.1, held[0][0] - now) if held else 0.1)
             try:
                 data, peer = self.sock.recvfrom(65535)
             except TimeoutError:
@@ -109,7 +117,7 @@ class FakeReflector(_Serving):
             answer = self.behaviour(Stamps(self.answered, t2, time.time_ns(), sender))
             if answer is not None:
                 self.answered += 1
-                self.sock.sendto(answer, peer)
+                held.append((time.monotonic() + self.delay, answer, peer))
 
 
 class Dripper(_Serving):

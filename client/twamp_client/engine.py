@@ -649,10 +649,15 @@ class _Run:
                     f" {self.test.connect_timeout:g} s of connecting"
                 )
             return
-        for lost in sender.handle_timer(now):
-            self.observer.lost(lost)
         sock, destination = self.test_sock, self.destination
         assert sock is not None and destination is not None
+        if sender.overdue(now):
+            # Replies queued while this loop was busy came in time: read them before giving up.
+            self._read_error_queue()
+            while self._read_reply(sender, sock):
+                pass
+        for lost in sender.handle_timer(now):
+            self.observer.lost(lost)
         sent = 0
         # The hot path: names bound once, and the packet asked for only when one is due.
         time_ns, sendto = time.time_ns, sock.sendto
@@ -692,21 +697,26 @@ class _Run:
         if mask & select.EPOLLERR:
             self._read_error_queue()
         if mask & select.EPOLLIN:
-            try:
-                data, ancdata, _flags, source = sock.recvmsg(65535, self.ancillary_space)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                # An ICMP error reported on the socket itself: nothing was reflected.
-                sender.handle_icmp_error(error.strerror or type(error).__name__)
-                return
-            received_ns, _ttl = parse_ancillary(ancdata)
-            t4 = received_ns if received_ns is not None else time.time_ns()
-            tos = received_traffic_class(ancdata) if self.receive_dscp else None
-            event = sender.handle_reply(data, t4=t4, source=source[:2], traffic_class=tos)
-            if type(event) is Answered:
-                self.observer.answered(event.reply, event.duplicate)
+            self._read_reply(sender, sock)
         self._after_events()
+
+    def _read_reply(self, sender: SessionSender, sock: socket.socket) -> bool:
+        """Read one datagram off the test socket; False when none was there."""
+        try:
+            data, ancdata, _flags, source = sock.recvmsg(65535, self.ancillary_space)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as error:
+            # An ICMP error reported on the socket itself: nothing was reflected.
+            sender.handle_icmp_error(error.strerror or type(error).__name__)
+            return True
+        received_ns, _ttl = parse_ancillary(ancdata)
+        t4 = received_ns if received_ns is not None else time.time_ns()
+        tos = received_traffic_class(ancdata) if self.receive_dscp else None
+        event = sender.handle_reply(data, t4=t4, source=source[:2], traffic_class=tos)
+        if type(event) is Answered:
+            self.observer.answered(event.reply, event.duplicate)
+        return True
 
     def _read_error_queue(self, most: int = -1) -> None:
         """Take the kernel's send times and ICMP errors off the error queue (which must be

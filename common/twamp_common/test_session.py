@@ -15,7 +15,9 @@ sessions, a monitor) must agree on it.  Here it is one piece of code, tested wit
 Rules the accounting keeps:
 
 * A packet is given up as lost ``wait_ns`` after it was sent, in sequence order; a reply that
-  comes after that is *late*, not received.
+  comes after that is *late*, not received.  Before giving one up the driver reads what has
+  arrived already (:meth:`SessionSender.overdue`): a reply that came in time is not late
+  because the driver was busy when it came.
 * A packet whose send failed (no route, a firewall's EPERM) counts as sent and lost, with the
   reason; the run goes on to its count, as ``ping`` does.
 * A reply is accepted only from the address and port its packets went to, only if it decodes
@@ -273,6 +275,22 @@ class SessionSender:
     def stop(self) -> None:
         """Send nothing more; packets in flight are still waited for (Ctrl-C, a shutdown)."""
         self._sending = False
+
+    def overdue(self, now: int) -> bool:
+        """Whether :meth:`handle_timer` at ``now`` would give up a packet still waited for (not
+        one whose send failed): the driver first reads the replies queued for it."""
+        sent_at, answered, failed, wait = (
+            self._sent_at,
+            self._answered,
+            self._failed,
+            self.plan.wait_ns,
+        )
+        for seq in range(self._next_lost, self.outcome.sent):
+            if sent_at[seq] + wait > now:
+                return False
+            if not answered[seq] and seq not in failed:
+                return True
+        return False
 
     def handle_timer(self, now: int) -> list[Lost]:
         """Give up, in order, every packet whose wait is over; the packets given up."""

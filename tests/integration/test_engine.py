@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from peers import Proxy
+from peers import FakeReflector, Proxy, honest
 from support import (
     SECRET,
     ServerProcess,
@@ -26,8 +26,9 @@ from support import (
     wait_log,
 )
 from support import run_client as client
-from twamp_client import Engine, Measurement, Target, Test, measure
+from twamp_client import Engine, Measurement, Observer, Target, Test, measure
 from twamp_common.codes import Mode
+from twamp_common.stats import Reply
 
 
 @pytest.fixture
@@ -118,6 +119,46 @@ def test_fifty_sessions_at_once_each_with_exact_books(server: ServerProcess) -> 
     assert len(results) == 50
     for measurement in results:
         exact(measurement, 25)
+
+
+class Stalls(Observer):
+    """A library user's observer that keeps the engine's thread busy for ``seconds`` at its
+    first reply: a slow callback, or a host that did not let the process run."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def answered(self, reply: Reply, duplicate: bool) -> None:
+        if self.seconds:
+            time.sleep(self.seconds)
+            self.seconds = 0
+
+
+def test_replies_that_came_in_time_while_the_engine_was_busy_are_not_late() -> None:
+    """A run with replies in flight (a 50 ms path) while another run's callback holds the
+    thread for 0.5 s, past the first run's 0.3 s wait: its replies queued meanwhile arrived in
+    time, and are read before any packet is given up."""
+    with FakeReflector(honest, delay=0.05) as far, FakeReflector(honest) as near:
+        engine = Engine()
+        results: dict[str, Measurement] = {}
+        engine.submit(
+            Target("127.0.0.1", far.port, light=True),
+            Test(count=100, interval_ms=5, wait=0.3),
+            lambda m: results.__setitem__("far", m),
+        )
+        engine.submit(
+            Target("127.0.0.1", near.port, light=True),
+            Test(count=3, interval_ms=50),
+            lambda m: results.__setitem__("near", m),
+            Stalls(0.5),
+            delay=0.2,
+        )
+        engine.run()
+        engine.close()
+    far_run = results["far"]
+    assert far_run.summary is not None and far_run.outcome is not None
+    assert (far_run.outcome.late, far_run.summary.lost, far_run.summary.received) == (0, 0, 100)
+    exact(results["near"], 3)
 
 
 def test_a_bad_target_fails_alone(server: ServerProcess) -> None:

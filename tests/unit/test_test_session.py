@@ -159,6 +159,21 @@ def test_packets_are_given_up_in_order_after_the_wait_and_late_replies_are_count
     assert len(sender.outcome.replies) == 1
 
 
+def test_overdue_says_when_a_packet_waited_for_is_about_to_be_given_up() -> None:
+    sender, reflector = SessionSender(plan(3, wait_ms=100), now=0), Reflector()
+    wires = [send(sender, 0), send(sender, 10 * MS)]
+    sender.send_failed("Operation not permitted", 20 * MS)
+    assert not sender.overdue(99 * MS)
+    assert sender.overdue(100 * MS)
+    sender.handle_reply(reflector.answer(wires[0], WALL, WALL), t4=WALL + 5 * MS, source=REFLECTOR)
+    # Packet 0 answered: only packet 1's wait counts; the failed packet 2 needs no reading.
+    assert not sender.overdue(109 * MS)
+    assert sender.overdue(110 * MS)
+    sender.handle_reply(reflector.answer(wires[1], WALL, WALL), t4=WALL + 15 * MS, source=REFLECTOR)
+    assert not sender.overdue(10_000 * MS)
+    assert sender.handle_timer(10_000 * MS) == [Lost(2, "Operation not permitted")]
+
+
 def test_a_duplicate_counts_as_a_reply_to_an_answered_packet() -> None:
     sender, reflector = SessionSender(plan(1), now=0), Reflector()
     wire = send(sender, 0)
