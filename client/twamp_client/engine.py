@@ -629,7 +629,10 @@ class _Run:
         if bound not in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
             return bound
         with socket.socket(self.test_sock.family, socket.SOCK_DGRAM) as probe:
-            probe.connect(destination)  # a UDP connect sends nothing: it asks the route
+            try:
+                probe.connect(destination)  # a UDP connect sends nothing: it asks the route
+            except OSError:  # no route yet: each send then fails and is counted with its reason
+                return bound
             return str(probe.getsockname()[0])
 
     def on_timer(self, now: int) -> None:

@@ -399,3 +399,32 @@ def test_blocked_test_packets_with_a_working_control_connection_get_a_hint(
         "no reply came back though the control connection works: is UDP open in both"
         f" directions, to 127.0.0.1 port {port} and back to this host's port" in result.stderr
     )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")
+@pytest.mark.parametrize("kind", ["--light", "--stamp"])
+@pytest.mark.parametrize(
+    ("route", "reason"),
+    [
+        ("", "Network is unreachable"),
+        ("ip route add unreachable 192.0.2.0/24", "No route to host"),
+    ],
+)
+def test_no_route_from_the_start_is_counted_as_failed_sends(
+    kind: str, route: str, reason: str
+) -> None:
+    """A connectionless run to a path with no route when it starts (a namespace with only
+    loopback up) measures on: every packet sent and lost with the reason, a JSON document."""
+    script = f"ip link set lo up; {route}\n{sys.executable} -m twamp_client"
+    result = subprocess.run(
+        ["unshare", "--net", "bash", "-c", f"{script} 192.0.2.1 {kind} -c 3 -i 10 --json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr  # every packet lost
+    document = json.loads(result.stdout)
+    assert document["error"] is None
+    assert document["sent"] == 3 and document["lost"] == 3
+    assert document["send_errors"] == {reason: 3}
