@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Sequence
 from typing import ClassVar
 
 from twamp_common import stamp_sender
@@ -226,9 +227,10 @@ class Measurement:
         error: str | None = None,
     ) -> Measurement:
         """The figures of ``outcome``."""
+        replies = outcome.replies
         summary = summarize(
             outcome.sent,
-            outcome.replies,
+            replies,
             sender_synchronized=sender_synchronized,
             reflector_synchronized=outcome.reflector_synchronized,
             initial_ttl=test.ttl,
@@ -242,20 +244,23 @@ class Measurement:
             outcome,
             error=error,
             hint=None if error is not None or summary.received else silence_hint(header, outcome),
-            unsync_reason=unsync_reason(outcome, sender_synchronized),
+            unsync_reason=unsync_reason(outcome, replies, sender_synchronized),
             stamp=None
             if header.ssid is None
             else stamp_sender.summarize(outcome.stamp, ssid=header.ssid),
         )
 
 
-def unsync_reason(outcome: Outcome, sender_synchronized: bool) -> str | None:
-    """Why one-way delays cannot be trusted, in one phrase; None when they can."""
+def unsync_reason(
+    outcome: Outcome, replies: Sequence[Reply], sender_synchronized: bool
+) -> str | None:
+    """Why one-way delays cannot be trusted, in one phrase; None when they can (``replies``:
+    the outcome's)."""
     if not sender_synchronized:
         return "this host's clock is not synchronised (check chrony/ntpd: timedatectl)"
     if not outcome.reflector_synchronized:
         return "the reflector says its clock is not synchronised"
-    if any(reply.outbound < 0 or reply.inbound < 0 for reply in outcome.replies):
+    if any(reply.outbound < 0 or reply.inbound < 0 for reply in replies):
         return "some one-way delays are negative, so the clocks disagree"
     return None
 

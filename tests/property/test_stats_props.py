@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import statistics
 from fractions import Fraction
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from twamp_common.stats import Reply, distribution, summarize
@@ -68,6 +70,17 @@ def test_distribution_orders_its_figures(values: list[int]) -> None:
     assert figures.avg <= figures.max + 1e-6 * abs(figures.max)
     assert figures.stddev >= 0
     assert figures.p95 in values and figures.p99 in values
+
+
+@given(st.lists(st.integers(-(10**12), 2 * 10**18), min_size=1))
+def test_distribution_agrees_with_the_statistics_module(values: list[int]) -> None:
+    """The integer-sum figures are the exact ones the statistics module works out with
+    fractions, to the last few bits of a float (ns since 1970 included)."""
+    figures = distribution(values)
+    assert figures is not None
+    assert figures.avg == pytest.approx(statistics.fmean(values), rel=1e-15, abs=1e-9)
+    assert figures.stddev == pytest.approx(statistics.pstdev(values), rel=1e-12, abs=1e-6)
+    assert figures.median == statistics.median(values)
 
 
 @st.composite

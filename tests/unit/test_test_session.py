@@ -7,6 +7,7 @@ reason, send errors, kernel send times) is checked against exact numbers.
 
 from __future__ import annotations
 
+import gc
 import random
 
 import pytest
@@ -141,6 +142,23 @@ def test_replies_are_matched_and_the_run_finishes_when_all_are_answered() -> Non
     assert sender.finished
     assert sender.next_deadline() is None
     assert sender.outcome.sent == 2 and len(sender.outcome.replies) == 2
+
+
+def test_the_replies_a_run_keeps_are_not_tracked_by_the_garbage_collector() -> None:
+    """Hundreds of thousands of kept replies, each tracked, would make every full collection
+    visit them all: a run keeps plain tuples, and makes Reply objects only when asked."""
+    sender, reflector = SessionSender(plan(3), now=0), Reflector()
+    for k in range(3):
+        wire = send(sender, k * 10 * MS)
+        moment = WALL + k * 10 * MS
+        sender.handle_reply(
+            reflector.answer(wire, moment + 1, moment + 2), t4=moment + 3, source=REFLECTOR
+        )
+    gc.collect()
+    assert [gc.is_tracked(row) for row in sender.outcome.rows] == [False] * 3
+    replies = sender.outcome.replies
+    assert [reply.sender_seq for reply in replies] == [0, 1, 2]
+    assert [reply.round_trip for reply in replies] == [2, 2, 2]
 
 
 def test_packets_are_given_up_in_order_after_the_wait_and_late_replies_are_counted() -> None:
