@@ -17,6 +17,9 @@ Timing, where precision is the point:
 * T1 is read from the wall clock immediately before ``sendto``, into a packet prepared in
   advance; the kernel's send time (SO_TIMESTAMPING) then replaces it in our own arithmetic.
   T4 is the kernel's receive time (SO_TIMESTAMPNS).
+* Sends come first, since only they can be late: what is due is sent between any two events
+  the loop handles, replies near a deadline wait in their sockets until it has passed
+  (READS_WAIT_NS), and finished runs' results are worked out one per pass of the loop.
 
 :meth:`Engine.submit` and :meth:`Engine.cancel` may be called from any thread;
 :meth:`Engine.stop_sending` also from a signal handler.
