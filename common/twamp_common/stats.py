@@ -138,10 +138,11 @@ def ipdv(replies: Sequence[Reply]) -> list[int]:
     ``replies`` in sender sequence order, one per sequence number; a pair with a lost packet
     between its members has no IPDV.
     """
+    numbered = ((reply.sender_seq, reply.round_trip) for reply in replies)
     return [
-        current.round_trip - previous.round_trip
-        for previous, current in itertools.pairwise(replies)
-        if current.sender_seq == previous.sender_seq + 1
+        current - previous
+        for (previous_seq, previous), (seq, current) in itertools.pairwise(numbered)
+        if seq == previous_seq + 1
     ]
 
 
