@@ -243,7 +243,9 @@ class Measurement:
             summary,
             outcome,
             error=error,
-            hint=None if error is not None or summary.received else silence_hint(header, outcome),
+            hint=None
+            if error is not None or summary.received
+            else silence_hint(header, outcome, test.wait),
             unsync_reason=unsync_reason(outcome, replies, sender_synchronized),
             stamp=None
             if header.ssid is None
@@ -265,10 +267,16 @@ def unsync_reason(
     return None
 
 
-def silence_hint(header: Header, outcome: Outcome) -> str | None:
-    """What to check when packets went out and nothing came back."""
+def silence_hint(header: Header, outcome: Outcome, wait: float) -> str | None:
+    """What to check when packets went out and none was answered in time (``wait``: seconds
+    a reply was waited for)."""
     if outcome.sent == sum(outcome.send_errors.values()):
         return None  # nothing left at all: the send errors say why
+    if outcome.late:
+        return (
+            f"no reply came back in time: {outcome.late} came after the wait of {wait:g} s and"
+            " count as lost (twamp-client --wait sets the wait)"
+        )
     if outcome.icmp_errors.get("port unreachable"):
         return (
             f"{header.address} answered 'port unreachable': nothing listens on UDP port"

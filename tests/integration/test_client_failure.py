@@ -91,9 +91,28 @@ def test_a_negative_round_trip_is_never_reported_as_valid() -> None:
 
     with FakeReflector(slow_inside) as peer:
         result = client(f"127.0.0.1:{peer.port}", "--light", "-c", "3", "-i", "10")
+        raw = client(f"127.0.0.1:{peer.port}", "--light", "-c", "3", "-i", "10", "--raw")
     assert "rtt=-" not in result.stdout
     assert "round trip min" not in result.stdout
     assert "3 replies carried impossible reflector timestamps" in result.stdout
+    rows = [line.split(",") for line in raw.stdout.splitlines()[1:]]
+    assert len(rows) == 3 and all(row[4] for row in rows)  # the timestamps, as they came
+    assert [row[7] for row in rows] == ["", "", ""]  # and no round trip
+
+
+def test_replies_that_all_come_after_the_wait_are_named_in_the_hint() -> None:
+    """Every reply later than --wait: each packet is lost, and the hint says replies did come
+    (a firewall would be the wrong thing to check).  The replies to the first packets come
+    while the later ones are still waited for (the others after the run)."""
+    with FakeReflector(honest, delay=0.3) as peer:
+        document = light(peer.port, "-c", "20", "-i", "20", "--wait", "0.1")
+    assert document["returncode"] == 1
+    assert (document["received"], document["lost"]) == (0, 20), document
+    late = document["late"]
+    assert late >= 3, document
+    assert document["hint"].startswith(
+        f"no reply came back in time: {late} came after the wait of 0.1 s"
+    )
 
 
 def test_reflector_processing_time_is_shown() -> None:

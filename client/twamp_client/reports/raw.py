@@ -32,7 +32,8 @@ def write(measurements: list[Measurement], out: IO[str] = sys.stdout) -> None:
 
     A reply's row shows the T1 its round trip was computed with (the kernel's send time, if it
     was known by then); a lost packet's row the best T1 known at the end (0 when its send
-    failed).
+    failed).  A reply whose reflector timestamps cannot be true has its four timestamps and no
+    round trip, as it has none in the summary.
     """
     several = len(measurements) > 1
     writer = csv.writer(out, lineterminator="\n")
@@ -60,7 +61,7 @@ def write(measurements: list[Measurement], out: IO[str] = sys.stdout) -> None:
                         reply.t4,
                         reply.reflector_seq,
                         reply.sender_ttl,
-                        reply.round_trip,
+                        reply.round_trip if reply.consistent else "",
                         reply.t1 if reply.t1_packet is None else reply.t1_packet,
                     ]
                 )
