@@ -15,20 +15,43 @@ interval), and reads:
 Set-up: the CPU time to set up 500 control sessions at once (count 1) against 500 x the CPU
 time of one set-up alone; goal <= 2x.
 
+The floor: the same sessions driven by the barest loop CPython allows that makes the same
+system calls per packet (the send, its kernel send time off the error queue, the reply with its
+kernel T4) and nothing else: no decoding, no books.  Its CPU per packet and lateness say what
+this machine leaves for the engine's own work at that rate.
+
     .venv/bin/python bench/engine.py [--seconds 10] [--sessions 1 10 100 500]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import heapq
+import resource
+import select
+import socket
+import struct
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _lib import Row, emit, percentile, raise_fd_limit, server, title
+from _lib import (
+    Row,
+    emit,
+    open_sessions,
+    percentile,
+    raise_fd_limit,
+    sender_packet,
+    server,
+    title,
+)
 from twamp_client import Engine, Measurement, Target, Test
+from twamp_client.sockets import open_test_socket
+from twamp_client.timer import Timer
+from twamp_common.udp_options import ANCILLARY_SPACE, TX_ANCILLARY_SPACE
 
 BENCH = "engine"
 INTERVAL_MS = 20.0
@@ -102,6 +125,76 @@ def scenario(port: int, sessions: int, seconds: float) -> dict[str, float]:
     return figures
 
 
+def floor(port: int, sessions: int, seconds: float) -> dict[str, float]:
+    """The barest loop with the engine's system calls per packet, ``sessions`` test sessions
+    of 50 packets/s on one control connection, their starts spread over one interval; its CPU
+    per packet (user and system) and send lateness (against each packet's due time)."""
+    socks = [open_test_socket(Test(), socket.AF_INET) for _ in range(sessions)]
+    control, ports = open_sessions(port, socks)
+    interval = int(INTERVAL_MS * 1e6)
+    count = round(seconds * 1000 / INTERVAL_MS)
+    poller, timer = select.epoll(), Timer()
+    poller.register(timer.fileno(), select.EPOLLIN)
+    by_fd = {sock.fileno(): sock for sock in socks}
+    for fd in by_fd:
+        poller.register(fd, select.EPOLLIN)
+    packets = [sender_packet() for _ in socks]
+    seq_field, stamp_field = struct.Struct("!I"), struct.Struct("!Q")
+    start = time.monotonic_ns()
+    due = [(start + k * interval // sessions, k) for k in range(sessions)]
+    sent, received, late = [0] * sessions, 0, []
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    while due or received < sum(sent):
+        now = time.monotonic_ns()
+        while due and due[0][0] <= now:
+            at, k = heapq.heappop(due)
+            late.append((now - at) / 1000)
+            sock, packet = socks[k], packets[k]
+            seq_field.pack_into(packet, 0, sent[k])
+            stamp_field.pack_into(packet, 4, time.time_ns())
+            sock.sendto(packet, ("127.0.0.1", ports[k]))
+            with contextlib.suppress(BlockingIOError):
+                sock.recvmsg(0, TX_ANCILLARY_SPACE, socket.MSG_ERRQUEUE)
+            sent[k] += 1
+            if sent[k] < count:
+                heapq.heappush(due, (at + interval, k))
+        if not due:
+            timeout = 1.0  # the last replies: a reply lost here would hang the loop for good
+        elif due[0][0] - time.monotonic_ns() > 20_000:
+            timer.arm(due[0][0])
+            timeout = -1
+        else:
+            timeout = 0
+        events = poller.poll(timeout)
+        if not due and not events:
+            break
+        for fd, _mask in events:
+            sock = by_fd.get(fd)
+            if sock is not None:
+                sock.recvmsg(65535, ANCILLARY_SPACE)
+                received += 1
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    control.close()
+    for sock in socks:
+        sock.close()
+    poller.close()
+    timer.close()
+    packets_sent = sum(sent)
+    figures = {
+        "user_us": (after.ru_utime - before.ru_utime) * 1e6 / packets_sent,
+        "system_us": (after.ru_stime - before.ru_stime) * 1e6 / packets_sent,
+        "lateness_p50": percentile(late, 50),
+        "lateness_p99": percentile(late, 99),
+    }
+    print(
+        f"  floor, {sessions} sessions: {packets_sent} sent, {received} received, CPU"
+        f" {figures['user_us']:.1f} + {figures['system_us']:.1f} µs/packet (user + system),"
+        f" lateness p50 {figures['lateness_p50']:.0f} µs p99 {figures['lateness_p99']:.0f} µs",
+        flush=True,
+    )
+    return figures
+
+
 def set_up_cpu(port: int, sessions: int) -> float:
     """CPU seconds for ``sessions`` one-packet measurements at once (mostly set-up)."""
     results, cpu = run_sessions(port, sessions, Test(count=1, interval_ms=1, wait=0.2))
@@ -168,6 +261,27 @@ def main() -> None:
                     note="exact" if got["exact"] else "NOT exact",
                 )
             )
+        title(f"the floor: {most} sessions in the barest loop with the same system calls")
+        bare = floor(srv.control_port, most, args.seconds)
+        rows.append(
+            Row(
+                BENCH,
+                f"client CPU per packet against the floor, {most} sessions",
+                figures[most]["cpu_us_per_packet"],
+                "µs",
+                bare["user_us"] + bare["system_us"],
+                "the floor",
+            )
+        )
+        rows.append(
+            Row(
+                BENCH,
+                f"the floor's send lateness p99, {most} sessions",
+                bare["lateness_p99"] / 1000,
+                "ms",
+                note=f"p50 {bare['lateness_p50']:.0f} µs",
+            )
+        )
         title(f"set-up of {most} sessions at once against {most} x one")
         one = min(set_up_cpu(srv.control_port, 1) for _ in range(5))
         many = set_up_cpu(srv.control_port, most)
