@@ -5,14 +5,12 @@ callbacks (a run is done) and the signal handlers (SIGHUP reload, SIGTERM/SIGINT
 ``signal.set_wakeup_fd``) write to that pipe, so the schedule reacts at once and never polls.
 Results are handled here, off the engine's thread, so logging never delays a packet.
 
-Only one thread runs Python at a time, so two interpreter settings keep the engine's thread
-on time:
-
-* Another thread that holds the interpreter gives it up within GIL_SWITCH_S of the engine's
-  asking, not CPython's default 5 ms (a scrape of 500 targets takes about that much).
-* Once started, the daemon freezes what it has made so far (``gc.freeze``): a full collection
-  then visits only what came later, not the tens of thousands of modules', classes' and
-  functions' objects, and pauses the engine for that much less.
+Once started, the daemon freezes what it has made so far (``gc.freeze``): a full collection,
+which pauses every thread, then visits only what came later, not the tens of thousands of
+modules', classes' and functions' objects.  (A shorter switch interval than CPython's 5 ms
+would hand the engine's thread the interpreter back sooner, but with 500 targets a scrape,
+rendered in many short turns, then takes over 100 ms, for no lateness gained that the monitor
+benchmark can tell.)
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ import random
 import select
 import signal
 import sqlite3
-import sys
 import threading
 import time
 from types import FrameType
@@ -50,8 +47,6 @@ from .scheduler import Slot, due, first_slot, next_wake
 
 #: Seconds between two STATUS updates after runs (500 targets must not flood systemd).
 STATUS_INTERVAL = 1.0
-#: The interpreter's switch interval in the daemon (see the module's docstring).
-GIL_SWITCH_S = 0.0005
 
 
 @dataclasses.dataclass(slots=True)
@@ -101,13 +96,11 @@ class Daemon:
             for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
         }
         old_wakeup = signal.set_wakeup_fd(self._wake_write)
-        old_switch = sys.getswitchinterval()
         try:
             reserve_descriptors(len(self.config.targets), per_measurement=2)
             self._serve_metrics()
             self._open_history()
             self._open_ipfix()
-            sys.setswitchinterval(GIL_SWITCH_S)
             engine_thread.start()
             self._apply(self.config, first=True)
             gc.freeze()
@@ -120,7 +113,6 @@ class Daemon:
             if engine_thread.ident is not None:
                 engine_thread.join(timeout=30)
             signal.set_wakeup_fd(old_wakeup)
-            sys.setswitchinterval(old_switch)
             gc.unfreeze()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
