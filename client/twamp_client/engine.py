@@ -56,7 +56,7 @@ from twamp_common.schedule import Periodic, Poisson, Schedule
 from twamp_common.sender_codec import check_stamp_padding, stamp_header_size
 from twamp_common.stamp_sender import StampSetup, parse_tlv_choices, sender_tlvs
 from twamp_common.test_packets import SENDER_HEADER_SIZE
-from twamp_common.test_session import Answered, SenderPlan, SessionSender
+from twamp_common.test_session import Answered, Outgoing, SenderPlan, SessionSender
 from twamp_common.udp_options import (
     ANCILLARY_SPACE,
     TRAFFIC_CLASS_ANCILLARY_SPACE,
@@ -294,10 +294,12 @@ class Engine:
             fired.add(run)
             heapq.heappop(heap)
             run.wake_at = None
-            if lead:
-                while now < at:
+            if lead and not run.sends_at(at):
+                while now < at:  # a set-up's or a give-up's deadline: spun to here
                     now = time.monotonic_ns()
-            run.on_timer(now)
+                run.on_timer(now)
+            else:  # a send's: spun to in on_timer, just before T1 is read
+                run.on_timer(now, lead)
 
     def _arm(self) -> float:
         """Arm the timer at the nearest deadline; the epoll timeout to wait with (0 when a
@@ -389,6 +391,8 @@ class _Run:
         self.outbox = bytearray()
         self.setup_deadline = 0
         self.sender: SessionSender | None = None
+        #: The sender's next packet, made ready once the one before it has left.
+        self.prepared: Outgoing | None = None
         self.schedule: Schedule | None = None
         self.header: Header | None = None
         self.destination: Address | None = None
@@ -675,38 +679,36 @@ class _Run:
                 return bound
             return str(probe.getsockname()[0])
 
-    def on_timer(self, now: int) -> None:
+    def sends_at(self, at: int) -> bool:
+        """Whether the deadline ``at`` is a packet's send."""
+        return self.sender is not None and self.sender.next_send_at() == at
+
+    def on_timer(self, now: int, lead: int = 0) -> None:
+        """A deadline has come: send what is due, give up what has waited too long.  With
+        ``lead`` (precise mode, a send's deadline) the packet may be that far ahead still: it
+        is sent once a spin has reached its time."""
         sender = self.sender
         if not self.begun:
             self.begin()
             return
         if sender is None:
-            if self.connecting:
-                self.finish(
-                    f"no answer from {self.where} within {self.test.connect_timeout:g} s",
-                    f"a firewall may be dropping TCP port {self.target.effective_port}",
-                )
-            else:
-                self.finish(
-                    f"the server sent no {self.awaiting} within"
-                    f" {self.test.connect_timeout:g} s of connecting"
-                )
+            self._set_up_too_slow()
             return
         sock, destination = self.test_sock, self.destination
         assert sock is not None and destination is not None
-        if sender.overdue(now):
-            # Replies queued while this loop was busy came in time: read them before giving up.
-            self._read_error_queue()
-            while self._read_reply(sender, sock):
-                pass
-        for lost in sender.handle_timer(now):
-            self.observer.lost(lost)
         sent = 0
-        # The hot path: names bound once, and the packet asked for only when one is due.
-        time_ns, sendto = time.time_ns, sock.sendto
-        while (due := sender.next_send_at()) is not None and due <= now:
-            packet = sender.outgoing()
+        # The hot path first, names bound once: the packet was prepared after the one before
+        # it left, so that between the deadline (the spin's end, in precise mode) and sendto
+        # nothing is left but reading T1.
+        time_ns, sendto, clock = time.time_ns, sock.sendto, time.monotonic_ns
+        while (due := sender.next_send_at()) is not None and due <= now + lead:
+            packet = self.prepared or sender.outgoing()
+            self.prepared = None
             assert packet is not None
+            if lead:  # one spin a call: later packets go now only if they are due already
+                while (now := clock()) < due:
+                    pass
+                lead = 0
             t1 = time_ns()
             wire = packet.wire(t1)
             try:
@@ -720,7 +722,29 @@ class _Run:
         # reports now saves the wake-up that their arrival on the error queue would cost.
         if sent:
             self._read_error_queue(sent)
+        if sender.overdue(now):
+            # Replies queued while this loop was busy came in time: read them before giving up.
+            self._read_error_queue()
+            while self._read_reply(sender, sock):
+                pass
+        for lost in sender.handle_timer(now):
+            self.observer.lost(lost)
+        if sent:
+            self.prepared = sender.outgoing()
         self._after_events()
+
+    def _set_up_too_slow(self) -> None:
+        """The set-up's deadline has come before the test began."""
+        if self.connecting:
+            self.finish(
+                f"no answer from {self.where} within {self.test.connect_timeout:g} s",
+                f"a firewall may be dropping TCP port {self.target.effective_port}",
+            )
+        else:
+            self.finish(
+                f"the server sent no {self.awaiting} within"
+                f" {self.test.connect_timeout:g} s of connecting"
+            )
 
     def _after_events(self) -> None:
         sender = self.sender
