@@ -137,7 +137,10 @@ def dialogue(
     start = yield Await("Server-Start")
     assert isinstance(start, ServerStart)
     if start.accept != Accept.OK:
-        hint = "check the KeyID and the shared secret" if chosen != Mode.UNAUTHENTICATED else None
+        # Only a plain refusal can be the key's fault: a resource limit or an internal error
+        # is the server's state, whatever the key.
+        keyed = chosen != Mode.UNAUTHENTICATED and start.accept == Accept.FAILURE
+        hint = "check the KeyID and the shared secret" if keyed else None
         raise ClientError(
             f"the server refused the {mode_name(chosen)} set-up:"
             f" {ACCEPT_MEANING.get(start.accept, 'refused')} (Accept {int(start.accept)})",

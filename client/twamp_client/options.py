@@ -485,7 +485,10 @@ def parse(argv: list[str] | None = None) -> Options:
         raise UsageError("--key-file holds the secret of a KeyID: add -u KEYID")
     source = None
     if args.source:
-        source_host, source_port = split_host_port(args.source, 0)
+        try:
+            source_host, source_port = split_host_port(args.source, 0)
+        except UsageError as error:
+            raise UsageError(f"--source: {error}") from None
         source = (source_host, source_port or 0)
         try:
             ipaddress.ip_address(source_host)

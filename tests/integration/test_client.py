@@ -402,6 +402,7 @@ def test_server_stopping_mid_session_gives_partial_results(tmp_path: Path) -> No
         (["--padding", "1", "--size", "100"], "give one"),
         (["-m", "encrypted"], "needs a KeyID"),
         (["--light", "-m", "encrypted", "-u", "a"], "unauthenticated only"),
+        (["--source", "127.0.0.1:x"], "--source: the port of '127.0.0.1:x'"),
     ],
 )
 def test_usage_errors(args: list[str], message: str) -> None:
