@@ -146,6 +146,10 @@ class Engine:
         #: near (see READS_WAIT_NS).
         self._urgent = select.epoll()
         self._handlers: dict[int, Callable[[int], None]] = {}
+        #: Descriptors registered since the last poll: the poll's events for a number one of
+        #: them reuses (a run's socket closed, another's opened, within one batch) are the old
+        #: socket's, and are skipped.
+        self._fresh: set[int] = set()
         self._heap: list[tuple[int, int, _Run]] = []
         self._order = itertools.count()
         self._runs: set[_Run] = set()
@@ -214,9 +218,11 @@ class Engine:
             if timeout and heap and heap[0][0] - clock() <= READS_WAIT_NS:
                 self._urgent.poll()
                 timeout = 0
+            fresh = self._fresh
+            fresh.clear()
             for fd, mask in self._epoll.poll(timeout):
                 handler = self._handlers.get(fd)
-                if handler is not None:
+                if handler is not None and fd not in fresh:
                     handler(mask)
                 # Sends come before reads: a reply keeps its kernel T4 however long it waits,
                 # a packet sent late is late for good, and one poll may report hundreds of
@@ -336,6 +342,7 @@ class Engine:
     def _register(self, fd: int, mask: int, handler: Callable[[int], None]) -> None:
         self._epoll.register(fd, mask)
         self._handlers[fd] = handler
+        self._fresh.add(fd)
 
     def _modify(self, fd: int, mask: int, handler: Callable[[int], None]) -> None:
         self._epoll.modify(fd, mask)
