@@ -70,7 +70,7 @@ def voice_quality(measurement: Measurement) -> VoiceQuality | None:
 
 
 def _lost_pattern(outcome: Outcome) -> list[bool]:
-    answered = {reply.sender_seq for reply in outcome.replies}
+    answered = outcome.answered()
     return [seq not in answered for seq in range(outcome.sent)]
 
 

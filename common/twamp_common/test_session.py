@@ -198,6 +198,10 @@ class Outcome:
         :attr:`rows` at each call (kept, they would be tracked again), so ask once."""
         return list(map(Reply._make, self.rows))
 
+    def answered(self) -> set[int]:
+        """The sequence numbers of the packets that had a valid reply (no Reply is made)."""
+        return {row[0] for row in self.rows}
+
 
 class SessionSender:
     """One test session's schedule and bookkeeping, driven by the caller's clock."""

@@ -162,6 +162,7 @@ def test_the_replies_a_run_keeps_are_not_tracked_by_the_garbage_collector() -> N
     replies = sender.outcome.replies
     assert [reply.sender_seq for reply in replies] == [0, 1, 2]
     assert [reply.round_trip for reply in replies] == [2, 2, 2]
+    assert sender.outcome.answered() == {0, 1, 2}
 
 
 def test_packets_are_given_up_in_order_after_the_wait_and_late_replies_are_counted() -> None:

@@ -252,14 +252,13 @@ def _add(series: _Series, measurement: Measurement, duration: float) -> None:
         series.lost["in"] += summary.reverse_lost
     else:
         series.lost["unknown"] += summary.lost
-    replies = outcome.replies if outcome is not None else []
     if header is not None:
         series.bytes_sent += header.octets(summary.sent)
-        replied = {reply.sender_seq for reply in replies}
-        series.bytes_received += sum(header.size_of(seq) for seq in replied)
-    if replies:
+        if outcome is not None:
+            series.bytes_received += sum(header.size_of(seq) for seq in outcome.answered())
+    if outcome is not None:
         answered: set[int] = set()
-        for reply in replies:
+        for reply in outcome.replies:
             # First replies with true timestamps only, as in every figure of the summary.
             if reply.sender_seq in answered or not reply.consistent:
                 continue
