@@ -17,7 +17,13 @@ from pathlib import Path
 
 from twamp_common.codes import Mode
 from twamp_common.stamp_sender import TLV_CHOICES, parse_tlv_choices
-from twamp_common.traffic import MODELS, ModelError, TrafficModel
+from twamp_common.traffic import (
+    BANDWIDTH_FORMS,
+    MODELS,
+    ModelError,
+    TrafficModel,
+    parse_bandwidth,
+)
 from twamp_common.version import VersionAction
 
 from .keyfile import FORMATS, KeyFileError, read_secret_file
@@ -351,18 +357,14 @@ def _attach_negative_values(argv: list[str]) -> list[str]:
     return joined
 
 
-_RATE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
-
-
 def _rate(text: str) -> int:
-    """A bit rate: a number with an optional k, M or G."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:bit/s|bps)?", text.strip())
-    if not match or float(match.group(1)) * _RATE_UNITS[match.group(2).lower()] < 1:
+    """--bandwidth: a number of bit/s with an optional k, M or G."""
+    try:
+        return parse_bandwidth(text)
+    except ModelError:
         raise UsageError(
-            f"--bandwidth {text!r} is not a bit rate (allowed: a positive number of bit/s,"
-            " with k, M or G: 64000, 2.5M, 1G)"
-        )
-    return round(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
+            f"--bandwidth {text!r} is not a bit rate (allowed: {BANDWIDTH_FORMS})"
+        ) from None
 
 
 def _traffic(args: argparse.Namespace) -> TrafficModel | None:

@@ -18,6 +18,7 @@ reply is as large as the request, so both directions carry the same size:
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from .schedule import Cycle, Periodic, Schedule
 from .test_packets import REFLECTOR_HEADER_SIZE, SENDER_HEADER_SIZE
@@ -32,6 +33,12 @@ MODELS = (*VOICE, "cbr", "imix")
 MAX_INTERVAL_NS = 3_600 * 1_000_000_000
 #: Largest IP packet size (an IPv4 datagram's limit).
 MAX_SIZE = 65_535
+#: Highest bandwidth a model may ask for, in bit/s.
+MAX_BANDWIDTH = 100 * 10**9
+#: The forms :func:`parse_bandwidth` takes, for error messages.
+BANDWIDTH_FORMS = "a positive number of bit/s up to 100G, with k, M or G: 64000, 2.5M, 1G"
+#: Decimal multipliers, as link speeds are quoted.
+_RATE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 
 
 class ModelError(ValueError):
@@ -59,6 +66,19 @@ class TrafficModel:
             raise ModelError(f"a bandwidth of {self.bandwidth} bit/s sends nothing")
         if self.size is not None and not 1 <= self.size <= MAX_SIZE:
             raise ModelError(f"size {self.size} is outside 1..{MAX_SIZE} octets")
+
+
+def parse_bandwidth(text: str) -> int:
+    """Bits per second from ``64000``, ``64k``, ``2.5M`` or ``1G bit/s``: the one reading of a
+    bandwidth, for the command line and the monitor's file alike.  ModelError when ``text`` is
+    none of :data:`BANDWIDTH_FORMS`."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*(?:bit/s|bps)?", text.strip())
+    if match is None:
+        raise ModelError("not a bit rate")
+    rate = round(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
+    if not 1 <= rate <= MAX_BANDWIDTH:
+        raise ModelError("out of range")
+    return rate
 
 
 def smallest_size(ip_version: int, authenticated: bool) -> int:

@@ -100,6 +100,10 @@ def write_config(path: Path, server: ServerProcess, extra: str = "") -> Path:
             ':4: bandwidth = "1": 1 bit/s is too low for the cbr model',
         ),
         (
+            "[target a]\naddress = h\nmodel = imix\nbandwidth = fast\n",
+            ':4: bandwidth = "fast": not a bit rate; allowed: a positive number of bit/s',
+        ),
+        (
             "[target a]\naddress = h\nmodel = cbr\nbandwidth = 64000\nsize = 30\n",
             'size = "30": size 30 is below the 69 octets that hold the reflector',
         ),
@@ -403,7 +407,7 @@ def test_imix_bytes_are_the_sum_of_the_sizes_sent(tmp_path: Path, server: Server
     path = tmp_path / "monitor.conf"
     path.write_text(
         f"[monitor]\nmetrics_listen = 127.0.0.1:{port}\nhistory =\n\n[target mix]\n"
-        f"address = 127.0.0.1:{config_port(server)}\nmodel = imix\nbandwidth = 10000000\n"
+        f"address = 127.0.0.1:{config_port(server)}\nmodel = imix\nbandwidth = 10M\n"
         "count = 17\nevery = 2\n"
     )
     daemon = MonitorProcess(tmp_path, path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from twamp_common.schedule import Cycle, Periodic
-from twamp_common.traffic import IMIX_CYCLE, ModelError, TrafficModel, schedule
+from twamp_common.traffic import IMIX_CYCLE, ModelError, TrafficModel, parse_bandwidth, schedule
 
 MS = 1_000_000
 
@@ -64,3 +64,29 @@ def test_bad_models_are_refused(model: dict, message: str) -> None:  # type: ign
 def test_a_bandwidth_too_low_for_one_packet_an_hour_is_an_error() -> None:
     with pytest.raises(ModelError, match="too low for the cbr model"):
         schedule(TrafficModel("cbr", bandwidth=1, size=1500), ip_version=4, authenticated=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("64000", 64_000),
+        ("64k", 64_000),
+        ("2.5M", 2_500_000),
+        (" 1 G bit/s ", 10**9),
+        ("100kbps", 100_000),
+        ("100G", 10**11),
+        ("1.6", 2),  # rounded to a whole bit/s
+    ],
+)
+def test_a_bandwidth_reads_decimal_units(text: str, rate: int) -> None:
+    assert parse_bandwidth(text) == rate
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [("fast", "not a bit rate"), ("-64k", "not a bit rate"), ("2T", "not a bit rate"),
+     ("1e6", "not a bit rate"), ("0.4", "out of range"), ("101G", "out of range")],
+)  # fmt: skip
+def test_a_bandwidth_that_is_no_rate_is_refused(text: str, reason: str) -> None:
+    with pytest.raises(ModelError, match=reason):
+        parse_bandwidth(text)

@@ -22,7 +22,7 @@ from twamp_common.ipfix import DOCUMENTATION_PEN
 from twamp_common.sender_codec import stamp_header_size
 from twamp_common.service import ConfigError, InvalidValueError
 from twamp_common.stamp_sender import TLV_CHOICES, StampSetup, parse_tlv_choices, sender_tlvs
-from twamp_common.traffic import MODELS, ModelError, TrafficModel
+from twamp_common.traffic import BANDWIDTH_FORMS, MODELS, ModelError, TrafficModel, parse_bandwidth
 from twamp_common.traffic import schedule as model_schedule
 
 from ..keyfile import KeyFileError, read_secret_file
@@ -152,6 +152,13 @@ def _mode(text: str) -> Mode:
     if name not in MODES:
         raise InvalidValueError("not a mode", ", ".join(MODES))
     return MODES[name]
+
+
+def _bandwidth(text: str) -> int:
+    try:
+        return parse_bandwidth(text)
+    except ModelError as error:
+        raise InvalidValueError(str(error), BANDWIDTH_FORMS) from None
 
 
 def _model(text: str) -> str:
@@ -488,7 +495,7 @@ def _traffic_model(
             raise section.error(None, f"model = {name} needs {key}")
         if key not in needs and section.has(key):
             raise section.error(key, f"not used by model = {name}")
-    bandwidth = section.get("bandwidth", _integer(1, 100_000_000_000), None)
+    bandwidth = section.get("bandwidth", _bandwidth, None)
     size = section.get("size", _integer(1, 65535), None)
     try:  # over IPv4, whose smaller headers leave the least room: what fits there fits on IPv6
         model = TrafficModel(name, bandwidth, size)
