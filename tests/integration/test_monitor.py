@@ -4,6 +4,7 @@ check, ``--once``, and the daemon's schedule, sd_notify messages, log lines and 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import re
@@ -316,9 +317,14 @@ def test_a_run_longer_than_its_period_is_an_overrun(tmp_path: Path, server: Serv
         assert daemon.stop() == 0, daemon.log()
 
 
-def metrics_text(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return str(response.read().decode())
+def metrics_text(port: int, *, gzipped: bool = False) -> str:
+    """The exposition, asked for gzipped (as Prometheus asks) or not, and checked to be so."""
+    headers = {"Accept-Encoding": "gzip"} if gzipped else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body = response.read()
+        assert response.headers.get("Content-Encoding") == ("gzip" if gzipped else None)
+    return (gzip.decompress(body) if gzipped else body).decode()
 
 
 def test_metrics_endpoint_passes_promtool_and_prometheus_scrapes_it(
@@ -355,7 +361,7 @@ def test_metrics_endpoint_passes_promtool_and_prometheus_scrapes_it(
         assert f'twamp_delay_avg_seconds{{direction="rt",{plain}}}' in text
         assert "twamp_last_success_timestamp_seconds{" in text
         daemon.wait_log("info: run target=voice")
-        text = metrics_text(port)
+        text = metrics_text(port, gzipped=True)
         score = re.search(
             r'^twamp_mos\{direction="out",site="",target="voice"\} (\S+)$', text, re.M
         )

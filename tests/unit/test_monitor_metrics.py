@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
@@ -18,6 +19,7 @@ from prometheus_client.core import (
 from prometheus_client.parser import text_string_to_metric_families
 from twamp_client import Target, Test
 from twamp_client.monitor.config import TargetConfig
+from twamp_client.monitor.exposition import accepts_gzip
 from twamp_client.monitor.metrics import DELAY, FAMILIES, RTT_BUCKETS, Metrics, _Series
 
 #: Label values and target names that need escaping, or look like the format's syntax.
@@ -185,3 +187,21 @@ def test_lines_written_before_a_reload_take_the_new_label_names() -> None:
     assert 'twamp_packets_sent_total{site="",target="say \\"b\\""} 7.0' in after
     assert 'twamp_packets_sent_total{site="x\\ny",target="c"} 0.0' in after
     assert parsed(after) == parsed(reference_text(metrics))
+
+
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        ("gzip", True),
+        ("deflate, gzip;q=0.5", True),  # what Prometheus sends, give or take the weights
+        ("*", True),
+        ("", False),
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("gzip;q=0, *", False),  # a coding named outweighs the wildcard
+        ("gzip;q=x", False),
+        ("br, x-gzip", True),
+    ],
+)
+def test_accept_encoding_takes_gzip_by_name_or_wildcard(header: str, accepted: bool) -> None:
+    assert accepts_gzip(header) is accepted
