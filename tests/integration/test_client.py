@@ -447,8 +447,15 @@ def test_installed_entry_point() -> None:
         (f"alice hex:{SECRET.encode().hex()}\n", []),
         (f"alice {SECRET.encode().hex()}\n", ["--key-format", "pfs"]),
         (f"{SECRET}\n", ["--key-format", "passphrase"]),
+        (f"{SECRET}\r\nthe second line is not read\n", []),  # no line starts with the KeyID
     ],
-    ids=["server-keys-file", "server-keys-file-hex", "perfsonar-pfs", "bare-passphrase"],
+    ids=[
+        "server-keys-file",
+        "server-keys-file-hex",
+        "perfsonar-pfs",
+        "bare-passphrase",
+        "bare-passphrase-guessed",
+    ],
 )
 def test_key_files_in_every_format(
     server: ServerProcess, tmp_path: Path, content: str, extra: list[str]
