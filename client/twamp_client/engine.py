@@ -65,6 +65,7 @@ from twamp_common.udp_options import (
     parse_icmp_error,
     parse_tx_timestamp,
     received_traffic_class,
+    socket_drops,
 )
 
 from .control_session import (
@@ -881,6 +882,8 @@ class _Run:
             engine._unregister(self.control_sock.fileno())
             self.control_sock.close()
         if self.test_sock is not None:
+            if self.sender is not None:
+                self.sender.outcome.host_dropped = socket_drops(self.test_sock)
             engine._unregister(self.test_sock.fileno())
             self.test_sock.close()
         engine._finished(self)

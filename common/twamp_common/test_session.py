@@ -189,6 +189,10 @@ class Outcome:
     send_errors: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     #: ICMP errors about our packets ("port unreachable"...), by what they said.
     icmp_errors: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    #: Datagrams this host's kernel dropped at the test socket (its receive buffer full), as the
+    #: driver read it when the session ended; None where it could not tell.  Replies among them
+    #: count as lost though the path delivered them.
+    host_dropped: int | None = None
     #: STAMP: what each valid reply said beyond its timestamps, in arrival order.
     stamp: list[StampReading] = dataclasses.field(default_factory=list)
 

@@ -65,6 +65,10 @@ TX_ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(48) + socket.CMSG
 #: SO_RCVBUFFORCE and SO_SNDBUFFORCE (asm-generic/socket.h): buffer sizes beyond the sysctl
 #: limits (net.core.rmem_max, wmem_max), allowed with CAP_NET_ADMIN.
 SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32
+#: SO_MEMINFO (asm-generic/socket.h): a socket's memory figures as u32s, the ninth of which,
+#: SK_MEMINFO_DROPS (linux/sock_diag.h, Linux 4.15), counts the datagrams it dropped.
+SO_MEMINFO = 55
+_MEMINFO = struct.Struct("=9I")
 #: What the kernel charges a receive buffer for one queued datagram beyond its payload (the
 #: sk_buff's truesize: 832 octets for a 41-octet datagram on loopback, Linux 6.1).  A transmit
 #: timestamp report on the error queue is charged to the same buffer at about the same cost.
@@ -294,3 +298,20 @@ def grow_buffers(sock: socket.socket, receive: int, send: int | None = None) -> 
             sock.setsockopt(_SOL_SOCKET, force, size)
         except OSError:
             sock.setsockopt(_SOL_SOCKET, plain, size)
+
+
+def socket_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped on their way into ``sock`` since it was opened (its receive
+    buffer full, mostly), or None where the kernel does not say.
+
+    Such a drop happens on this host, after the network delivered the datagram: a reply lost
+    so is not the path's loss, and a report that cannot say so blames the path.  One system
+    call, for the end of a session: nothing is added to each packet's receive.
+    """
+    try:
+        figures = sock.getsockopt(_SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
+    except OSError:
+        return None
+    if len(figures) < _MEMINFO.size:
+        return None
+    return int(_MEMINFO.unpack(figures)[8])

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -166,6 +167,38 @@ def test_a_reflector_answering_in_a_burst_loses_no_reply(server: ServerProcess) 
     assert document["sent"] == 5000
     assert document["received"] == 5000, document
     assert document["late"] == 0
+
+
+@pytest.mark.parametrize("output", ["--json", "-s"])
+def test_datagrams_this_host_dropped_are_reported_apart(server: ServerProcess, output: str) -> None:
+    """While the client is stopped, a flood at its test port overfills the socket's receive
+    buffer: what the kernel dropped there is told as this host's, not left to pass for loss."""
+    port = free_port(socket.SOCK_DGRAM)
+    flood = 3000
+    command = [*CLIENT, f"127.0.0.1:{config_port(server)}", "-c", "1000", "-i", "2"]
+    command += ["--source", f"127.0.0.1:{port}", output]
+    with (
+        subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as running,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flooder,
+    ):
+        wait_log(server, "session started")
+        running.send_signal(signal.SIGSTOP)
+        time.sleep(0.05)
+        for _ in range(flood):
+            flooder.sendto(bytes(1400), ("127.0.0.1", port))
+        running.send_signal(signal.SIGCONT)
+        output_text, _ = running.communicate(timeout=30)
+    if output == "-s":
+        dropped = re.search(r"^(\d+) datagrams dropped by this host", output_text, re.M)
+        assert dropped is not None and int(dropped.group(1)) > 0, output_text
+        return
+    document = json.loads(output_text)
+    assert document["sent"] == 1000
+    # The flood was read (invalid: not from the reflector) or dropped; replies may have been
+    # dropped too, and then count as lost on the way back.
+    assert document["host_dropped"] > 0, document
+    read_or_dropped = document["invalid"] + document["host_dropped"]
+    assert flood <= read_or_dropped <= flood + document["reverse_lost"], document
 
 
 def test_raw_rows_hold_four_timestamps(server: ServerProcess) -> None:

@@ -358,6 +358,7 @@ def test_metrics_endpoint_passes_promtool_and_prometheus_scrapes_it(
         # The exposition sorts label names.
         assert f'twamp_packets_lost_total{{direction="out",{secure}}} 0.0' in text
         assert f'twamp_runs_total{{result="ok",{plain}}}' in text
+        assert f"twamp_packets_dropped_by_host_total{{{plain}}} 0.0" in text
         assert f'twamp_delay_avg_seconds{{direction="rt",{plain}}}' in text
         assert "twamp_last_success_timestamp_seconds{" in text
         daemon.wait_log("info: run target=voice")

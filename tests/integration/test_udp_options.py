@@ -3,7 +3,8 @@
 The options and ancillary-data decoding of ``twamp_common.udp_options`` applied to real UDP
 sockets, IPv4 and IPv6: the kernel timestamp must be present and precede the user-space time
 taken after ``recvmsg`` returns, the TTL must be the one the sender set, and a DSCP given as
-ancillary data must reach the receiver's TOS / Traffic Class.  Transmit timestamps
+ancillary data must reach the receiver's TOS / Traffic Class, and the datagrams a full receive
+buffer dropped must be counted.  Transmit timestamps
 (SO_TIMESTAMPING) must number each send and time it between the user-space reads around
 ``sendto``, and must not add a control message to received packets (that would overflow
 ANCILLARY_SPACE and cut off the TTL).
@@ -27,6 +28,7 @@ from twamp_common.udp_options import (
     parse_tx_timestamp,
     receive_options,
     send_options,
+    socket_drops,
     traffic_class_ancillary,
     tx_timestamp_options,
 )
@@ -204,3 +206,24 @@ def test_only_timestamping_reports_are_send_times() -> None:
         parse_tx_timestamp([(socket.IPPROTO_IP, 11, error(SO_EE_ORIGIN_TIMESTAMPING, 1))]) is None
     )
     assert parse_tx_timestamp([]) is None
+
+
+@pytest.mark.parametrize(("family", "host"), FAMILIES)
+def test_the_datagrams_a_full_receive_buffer_dropped_are_counted(family: int, host: str) -> None:
+    receiver, sender = pair(family, host)
+    with receiver, sender:
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel's least
+        assert socket_drops(receiver) == 0
+        for _ in range(200):
+            sender.sendto(bytes(500), receiver.getsockname())
+        receiver.setblocking(False)
+        delivered = 0
+        while True:
+            try:
+                receiver.recv(1024)
+            except BlockingIOError:
+                break
+            delivered += 1
+        # Loopback loses nothing else: every datagram was delivered or dropped here.
+        assert 0 < delivered < 200
+        assert socket_drops(receiver) == 200 - delivered

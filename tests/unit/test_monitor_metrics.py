@@ -3,6 +3,7 @@ figures: the same families, series, labels (odd ones escaped) and values."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 
 import pytest
@@ -17,10 +18,12 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from twamp_client import Target, Test
+from twamp_client import Measurement, Target, Test
+from twamp_client.measurement import Header
 from twamp_client.monitor.config import TargetConfig
 from twamp_client.monitor.exposition import accepts_gzip
 from twamp_client.monitor.metrics import DELAY, FAMILIES, RTT_BUCKETS, Metrics, _Series
+from twamp_common.test_session import Outcome
 
 #: Label values and target names that need escaping, or look like the format's syntax.
 ODD = ('say "hi"', "back\\slash", "two\nlines", "", "a,b=c}", "é ☃", '\\"\\n')
@@ -71,6 +74,7 @@ class Reference:
                 made["twamp_packets_lost"].add_metric(labels(s, direction), count)
             made["twamp_sent_bytes"].add_metric(own, s.bytes_sent)
             made["twamp_received_bytes"].add_metric(own, s.bytes_received)
+            made["twamp_packets_dropped_by_host"].add_metric(own, s.dropped_by_host)
             for result, count in s.runs.items():
                 made["twamp_runs"].add_metric(labels(s, result), count)
             for direction, low, avg, high, spread in s.delays:
@@ -131,6 +135,7 @@ def figures(draw: st.DrawFn, series: _Series) -> None:
     series.sent, series.received = draw(counts), draw(counts)
     series.lost = {direction: draw(counts) for direction in ("out", "in", "unknown")}
     series.bytes_sent, series.bytes_received = draw(counts), draw(counts)
+    series.dropped_by_host = draw(counts)
     series.runs = {result: draw(counts) for result in ("ok", "lost", "error")}
     series.delays = draw(
         st.lists(
@@ -205,3 +210,16 @@ def test_lines_written_before_a_reload_take_the_new_label_names() -> None:
 )
 def test_accept_encoding_takes_gzip_by_name_or_wildcard(header: str, accepted: bool) -> None:
     assert accepts_gzip(header) is accepted
+
+
+def test_datagrams_dropped_by_this_host_add_up_over_runs() -> None:
+    metrics = Metrics()
+    configure(metrics, ["a"], [{}])
+    target, test = Target("192.0.2.1"), Test()
+    header = Header("192.0.2.1", "192.0.2.1", 862, "unauthenticated", 3, 1000.0, (14,),
+                    datetime.datetime.now(datetime.UTC), 5000, 6000, "192.0.2.2")  # fmt: skip
+    for dropped in (5, None, 2):  # None: the kernel did not say
+        outcome = Outcome(sent=3, host_dropped=dropped)
+        run = Measurement.of(target, test, header, outcome, sender_synchronized=True)
+        metrics.record("a", run, 1.0)
+    assert 'twamp_packets_dropped_by_host_total{target="a"} 7.0' in metrics.exposition().decode()

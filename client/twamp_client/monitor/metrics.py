@@ -48,6 +48,12 @@ BYTES_SENT = Family("twamp_sent_bytes", "counter", "UDP payload octets of the te
 BYTES_RECEIVED = Family(
     "twamp_received_bytes", "counter", "UDP payload octets of the replies received."
 )
+DROPPED = Family(
+    "twamp_packets_dropped_by_host",
+    "counter",
+    "Datagrams this host dropped at the test socket (its receive buffer full): replies among"
+    " them count in twamp_packets_lost_total though the path delivered them.",
+)
 RUNS = Family("twamp_runs", "counter", "Runs by result: ok, lost (no reply), error.")
 DELAY = {
     stat: Family(
@@ -79,6 +85,7 @@ FAMILIES = (
     LOST,
     BYTES_SENT,
     BYTES_RECEIVED,
+    DROPPED,
     RUNS,
     *DELAY.values(),
     JITTER,
@@ -104,6 +111,7 @@ class _Series:
     )
     bytes_sent: int = 0
     bytes_received: int = 0
+    dropped_by_host: int = 0
     runs: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
     #: (direction, min, avg, max, jitter) in seconds, of the last run that had replies.
     delays: list[tuple[str, float, float, float, float | None]] = dataclasses.field(
@@ -225,6 +233,7 @@ def _write(s: _Series, names: tuple[str, ...]) -> None:
         ],
         BYTES_SENT: [sample("twamp_sent_bytes_total", labels, s.bytes_sent)],
         BYTES_RECEIVED: [sample("twamp_received_bytes_total", labels, s.bytes_received)],
+        DROPPED: [sample("twamp_packets_dropped_by_host_total", labels, s.dropped_by_host)],
         RUNS: [
             sample("twamp_runs_total", extra("result", result), count)
             for result, count in s.runs.items()
@@ -257,6 +266,7 @@ def _add(series: _Series, measurement: Measurement, duration: float) -> None:
         if outcome is not None:
             series.bytes_received += sum(header.size_of(seq) for seq in outcome.answered())
     if outcome is not None:
+        series.dropped_by_host += outcome.host_dropped or 0
         answered: set[int] = set()
         for reply in outcome.replies:
             # First replies with true timestamps only, as in every figure of the summary.

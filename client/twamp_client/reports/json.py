@@ -107,6 +107,7 @@ def document(measurement: Measurement) -> dict[str, Any]:
             "invalid_reasons": dict(outcome.invalid),
             "send_errors": dict(outcome.send_errors),
             "icmp_errors": dict(outcome.icmp_errors),
+            "host_dropped": outcome.host_dropped,
         }
     if measurement.stamp is not None:
         result["stamp"] = stamp_document(measurement.stamp)

@@ -137,6 +137,12 @@ def _write_counts(summary: Summary, measurement: Measurement, out: IO[str]) -> N
             if counts:
                 reasons = ", ".join(f"{count} {why}" for why, count in counts.items())
                 write(f"{sum(counts.values())} {what}: {reasons}\n")
+        if outcome.host_dropped:
+            write(
+                f"{outcome.host_dropped} datagrams dropped by this host, the test socket's"
+                " receive buffer full (a loaded host, or net.core.rmem_max): replies among them"
+                " count as lost\n"
+            )
     if summary.split_note is not None:
         write(f"loss per direction unknown: {summary.split_note}\n")
     if summary.inconsistent:
