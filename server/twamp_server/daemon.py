@@ -71,6 +71,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._reloads: set[asyncio.Task[None]] = set()
         self._last_status = (time.monotonic(), 0)
+        #: Test packets the kernel dropped at our sockets, as of the last status.
+        self._dropped = 0
         #: The exit status: 0 unless a reflector thread (TWAMP-Test or STAMP) died of a bug.
         self.exit_status = 0
         #: The KeyID of the STAMP HMAC key, as the service was started (None: unauthenticated).
@@ -257,6 +259,7 @@ class Daemon:
             report_suppressed(self.log)
             if now >= next_status:
                 self._refresh_clock()
+                self._report_drops()
                 self.notifier.status(self.status_text())
                 next_status = now + self.config.status_interval
             interval = self.notifier.watchdog_interval
@@ -270,6 +273,20 @@ class Daemon:
         self.reflector.error_estimate = estimate.to_wire()
         self.stamp.set_clock(estimate)
 
+    def _report_drops(self) -> None:
+        """Warn, once a status interval at most, of test packets this host dropped: their
+        senders count them as lost on the way out, and only this host can say it was here."""
+        dropped = self.reflector.dropped() + self.stamp.dropped()
+        if dropped > self._dropped:
+            self.log.warning(
+                "test packets dropped by this host",
+                dropped=dropped - self._dropped,
+                since_start=dropped,
+                hint="the receive buffers were full: this host did not keep up, or"
+                " net.core.rmem_max keeps them small (raise it)",
+            )
+            self._dropped = dropped
+
     def status_text(self) -> str:
         """The STATUS= line: connections, sessions, and the reflected packet rate."""
         now = time.monotonic()
@@ -281,6 +298,7 @@ class Daemon:
             f"{held.connections} control connections, {held.sessions} sessions"
             f" ({held.running} running), {held.light_senders} light senders,"
             f" {held.stamp_sessions} stamp sessions, {rate:.0f} packets/s reflected"
+            + (f", {self._dropped} dropped by this host" if self._dropped else "")
         )
 
     async def shutdown(self) -> None:

@@ -5,7 +5,9 @@ loop: an asyncio wake-up costs about as much CPU as a reflection, and at tens of
 packets per second each wake-up finds one or two packets.  The event loop changes what a
 reflector holds only under :attr:`PollThread.lock`, which the thread holds while it handles
 one batch of readiness reports.  A bug on the thread must not silently end the reflection: it
-is handed to ``on_failure``, so that the daemon stops and systemd restarts it.
+is handed to ``on_failure``, so that the daemon stops and systemd restarts it.  The thread
+also keeps count of what the kernel dropped at the sockets it watches (their receive buffers
+full), as those sockets come and go.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import select
 import socket
 import threading
 from collections.abc import Callable
+
+from twamp_common.udp_options import socket_drops
 
 
 class PollThread:
@@ -38,14 +42,28 @@ class PollThread:
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._wake, select.EPOLLIN)
         self._stopping = False
+        self._watched: dict[int, socket.socket] = {}
+        #: Datagrams dropped at the sockets no longer watched.
+        self._dropped_before = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def register(self, sock: socket.socket) -> None:
         """Watch ``sock`` for data (its error queue is reported too, as EPOLLERR)."""
         self._epoll.register(sock, select.EPOLLIN)
+        self._watched[sock.fileno()] = sock
 
     def unregister(self, sock: socket.socket) -> None:
+        """Stop watching ``sock`` (before it is closed: its drops are read here)."""
         self._epoll.unregister(sock)
+        del self._watched[sock.fileno()]
+        self._dropped_before += socket_drops(sock) or 0
+
+    def dropped(self) -> int:
+        """Datagrams the kernel dropped at the sockets watched, now or before, since each was
+        opened; the caller holds :attr:`lock`, as for register and unregister."""
+        return self._dropped_before + sum(
+            socket_drops(sock) or 0 for sock in self._watched.values()
+        )
 
     def start(self) -> None:
         self._thread.start()

@@ -205,6 +205,11 @@ class Reflector:
         """Start reflecting on the reflector thread."""
         self._poller.start()
 
+    def dropped(self) -> int:
+        """Datagrams the kernel dropped at the reflector's sockets since the start."""
+        with self._lock:
+            return self._poller.dropped()
+
     def close(self) -> None:
         """Stop the reflector thread and close every socket (shutdown)."""
         self._poller.stop()

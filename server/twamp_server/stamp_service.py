@@ -214,6 +214,11 @@ class StampService:
     def start(self) -> None:
         self._poller.start()
 
+    def dropped(self) -> int:
+        """Datagrams the kernel dropped at the STAMP sockets since the start."""
+        with self._lock:
+            return self._poller.dropped()
+
     def close(self) -> list[StampSession]:
         """Stop the thread, close every socket; the sessions that were running."""
         self._poller.stop()

@@ -1063,3 +1063,28 @@ def test_the_start_line_names_the_version(server: ServerProcess) -> None:
         time.sleep(0.05)
     ready = [line for line in server.log().splitlines() if "twamp-server ready" in line]
     assert len(ready) == 1 and f'"version": "{version}"' in ready[0], ready
+
+
+def test_test_packets_dropped_by_this_host_are_logged_and_in_the_status(tmp_path: Path) -> None:
+    """A flood at the TWAMP-Test and STAMP ports while the server is stopped overfills their
+    receive buffers: the server says how many the kernel dropped, which no sender can tell
+    from loss on the way out."""
+    stamp_port = free_port(socket.SOCK_DGRAM)
+    config = server_config(tmp_path, stamp_ports=stamp_port)
+    with (
+        running_server(tmp_path, config) as server,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flooder,
+    ):
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            for port in (config_port(server, "test_port"), stamp_port):
+                for _ in range(3000):  # 24 MB, beyond the 8 MiB a forced buffer takes
+                    flooder.sendto(bytes(8000), ("127.0.0.1", port))
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        line = wait_log(server, "test packets dropped by this host", timeout=10)
+        assert line["level"] == "warning"
+        # More than one port's flood alone could lose: both ports were counted.
+        assert 3000 < line["dropped"] == line["since_start"] < 2 * 3000, line
+        status = server.notify.wait_for("dropped by this host")
+        assert f"{line['since_start']} dropped by this host" in status
