@@ -160,6 +160,7 @@ ELEMENTS: tuple[Element, ...] = (
     _ours(21, "trafficModel", Kind.STRING),
     _ours(22, "securityMode", Kind.STRING),
     _ours(23, "clocksSynchronised", Kind.BOOLEAN),
+    _ours(24, "hostDroppedCount", Kind.UNSIGNED64),
 )
 BY_NAME: Mapping[str, Element] = {element.name: element for element in ELEMENTS}
 _ORDER = {element.name: index for index, element in enumerate(ELEMENTS)}

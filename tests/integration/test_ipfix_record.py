@@ -33,6 +33,7 @@ def test_a_measurement_becomes_a_record_with_its_json_figures(tmp_path: Path) ->
     assert fields["postPacketTotalCount"] == document["received"] == 10
     assert fields["totalLossCount"] == document["lost"] == 0
     assert (fields["forwardLossCount"], fields["reverseLossCount"]) == (0, 0)
+    assert fields["hostDroppedCount"] == document["host_dropped"] == 0
     for element, key in (
         ("roundTripDelay", "rtt_us"),
         ("outboundDelay", "outbound_us"),

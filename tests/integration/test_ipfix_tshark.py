@@ -77,6 +77,7 @@ def _run(index: int) -> dict[str, object]:
         "trafficModel": "g711",
         "securityMode": "authenticated",
         "clocksSynchronised": index % 2 == 0,
+        "hostDroppedCount": 6 * index,
     }
 
 

@@ -198,6 +198,7 @@ def expected(run: Mapping[str, object]) -> dict[str, object]:
         "trafficModel": None if settings["model"] is None else settings["model"]["name"],  # type: ignore[index]
         "securityMode": result["mode"],
         "clocksSynchronised": result["clocks_synchronized"],
+        "hostDroppedCount": result["host_dropped"],
         "roundTripJitter": None
         if result["jitter_us"]["rfc3550"] is None  # type: ignore[index]
         else _ns(result["jitter_us"]["rfc3550"]),  # type: ignore[index]
@@ -357,6 +358,7 @@ PRIMITIVES = {
     "model": (f"{PEN}:21", "vlen", "str", "trafficModel"),
     "mode": (f"{PEN}:22", "vlen", "str", "securityMode"),
     "synced": (f"{PEN}:23", "1", "u_int", "clocksSynchronised"),
+    "host_drops": (f"{PEN}:24", "8", "u_int", "hostDroppedCount"),
     "dscp": ("195", "1", "u_int", "ipDiffServCodePoint"),
     "sent": ("86", "8", "u_int", "packetTotalCount"),
     "received": ("172", "8", "u_int", "postPacketTotalCount"),

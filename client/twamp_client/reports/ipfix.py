@@ -4,8 +4,8 @@ Delays are nanoseconds, as the elements say; a mean or a jitter is the ``--json`
 nanoseconds (rounded once, by ``units.us``): rounding the float again here would differ by one
 at a tie (a mean of four delays often ends in .5), and both reports of a run must agree.  A
 figure the run could not compute (no reply, a loss the reflector's numbering cannot split, a
-MOS without a voice model) is left out, which ``twamp_common.ipfix`` turns into a template
-without that element rather than a made-up value.
+MOS without a voice model, drops a kernel does not count) is left out, which
+``twamp_common.ipfix`` turns into a template without that element rather than a made-up value.
 """
 
 from __future__ import annotations
@@ -74,6 +74,9 @@ def record(measurement: Measurement, name: str | None = None) -> dict[str, objec
     if summary.forward_lost is not None and summary.reverse_lost is not None:
         fields["forwardLossCount"] = summary.forward_lost
         fields["reverseLossCount"] = summary.reverse_lost
+    outcome = measurement.outcome
+    if outcome is not None and outcome.host_dropped is not None:
+        fields["hostDroppedCount"] = outcome.host_dropped
     if measurement.test.traffic is not None:
         fields["trafficModel"] = measurement.test.traffic.name
     voice = quality.voice_quality(measurement)
