@@ -8,6 +8,8 @@ table, its JSON array, -f files and exit status).
 from __future__ import annotations
 
 import json
+import os
+import select
 import socket
 import threading
 import time
@@ -304,3 +306,41 @@ def test_a_target_file_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
     assert result.stderr == (
         f"twamp-client: cannot read -f {tmp_path / 'missing.txt'}: No such file or directory\n"
     )
+
+
+def test_an_event_for_a_descriptor_number_reused_within_its_poll_is_skipped() -> None:
+    """One poll reports two sockets; the first one's handler closes the second and opens
+    another that gets its number (a run ending, the next starting): the second report is the
+    closed socket's, and must not reach the new socket's handler."""
+    engine = Engine()
+    first, first_peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    second, second_peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    reused = second.fileno()
+    newcomer_calls: list[int] = []
+    replacement: list[socket.socket] = []
+
+    def on_first(_mask: int) -> None:
+        first.recv(16)
+        engine._unregister(reused)
+        second.close()
+        fresh, _ = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if fresh.fileno() != reused:  # the kernel hands out the lowest free number
+            os.dup2(fresh.fileno(), reused)
+            fresh.close()
+            fresh = socket.socket(fileno=reused)
+        replacement.append(fresh)
+        engine._register(reused, select.EPOLLIN, newcomer_calls.append)
+        engine.shutdown()
+
+    try:
+        engine._register(first.fileno(), select.EPOLLIN, on_first)
+        engine._register(reused, select.EPOLLIN, lambda _mask: pytest.fail("closed, not read"))
+        first_peer.send(b"1")  # ready first: epoll reports in the order sockets became ready
+        second_peer.send(b"2")
+        engine.run(forever=True)
+        assert replacement and replacement[0].fileno() == reused
+        assert newcomer_calls == []
+    finally:
+        engine.close()
+        for sock in (first, first_peer, second_peer, *replacement):
+            sock.close()
