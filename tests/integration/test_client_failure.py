@@ -260,10 +260,13 @@ def test_unsolicited_bytes_on_the_control_connection_cost_no_cpu(server: ServerP
     assert cpu < 0.5 * (elapsed + 0.5)  # a spinning client would burn a core
 
 
-def test_a_dead_control_connection_ends_a_fast_run_within_a_second(server: ServerProcess) -> None:
+@pytest.mark.parametrize("interval", ["0.2", "100"])  # a spinning sender, a sleeping one
+def test_a_dead_control_connection_ends_a_run_within_a_second(
+    server: ServerProcess, interval: str
+) -> None:
     with Proxy(("127.0.0.1", config_port(server))) as proxy:
         process = subprocess.Popen(
-            [*CLIENT, f"127.0.0.1:{proxy.port}", "-c", "1000000", "-i", "0.2", "--json"],
+            [*CLIENT, f"127.0.0.1:{proxy.port}", "-c", "1000000", "-i", interval, "--json"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
