@@ -46,13 +46,14 @@ def voice_quality(measurement: Measurement) -> VoiceQuality | None:
     burst = mos.burst_ratio(_lost_pattern(outcome))
     synced = summary.clocks_synchronized and summary.outbound is not None
     basis = ONE_WAY if synced else HALF_ROUND_TRIP
-    total = 100.0 * summary.lost / summary.sent
     scores = []
     for lost, delay, jitter in (
         (summary.forward_lost, summary.outbound, summary.outbound_jitter),
         (summary.reverse_lost, summary.inbound, summary.inbound_jitter),
     ):
-        loss = total if lost is None else 100.0 * lost / summary.sent
+        # What no direction can be given is counted in both, as all of it is when the
+        # reflector's numbering cannot split the loss at all.
+        loss = 100.0 * ((lost or 0) + summary.unplaced_lost) / summary.sent
         if synced and delay is not None:
             mean, wobble = delay.avg, jitter
         else:

@@ -156,7 +156,8 @@ class Summary:
     loss_percent: float
     #: Lost on the way to the reflector and on the way back, from the reflector's own sequence
     #: numbers; None when they cannot be told apart (nothing came back, or the reflector's
-    #: numbering is not per session).
+    #: numbering is not per session).  Packets after the last one answered are in neither:
+    #: see :attr:`unplaced_lost`.
     forward_lost: int | None
     reverse_lost: int | None
     #: Replies beyond the first for a sequence number.
@@ -180,6 +181,10 @@ class Summary:
     processing: Distribution | None = None
     #: Why forward and reverse loss are None though replies came, or None.
     split_note: str | None = None
+    #: Lost packets given to neither direction: those sent after the last one answered (the
+    #: packet or its reply was lost, and the reflector's numbering cannot say which), or all
+    #: of them when forward and reverse loss are None.  The three always add up to ``lost``.
+    unplaced_lost: int = 0
 
 
 def summarize(
@@ -213,7 +218,10 @@ def summarize(
         raise ValueError(f"{received} packets answered but only {sent} sent")
     answered = [first[seq] for seq in sorted(first)]
     in_order = [reply for reply in answered if reply.consistent]
-    forward_lost, reverse_lost, split_note = _split_loss(lost, replies, stateless_possible)
+    after_last = sent - 1 - highest  # every packet after the last one answered was lost
+    forward_lost, reverse_lost, split_note = _split_loss(
+        lost, after_last, replies, stateless_possible
+    )
     outbound = [reply.outbound for reply in in_order]
     inbound = [reply.inbound for reply in in_order]
     round_trips = [reply.round_trip for reply in in_order]
@@ -242,6 +250,7 @@ def summarize(
         inconsistent=received - len(in_order),
         processing=distribution(reply.processing for reply in in_order),
         split_note=split_note,
+        unplaced_lost=lost - (forward_lost or 0) - (reverse_lost or 0),
     )
 
 
@@ -253,15 +262,16 @@ STATELESS_NOTE = (
 
 
 def _split_loss(
-    lost: int, replies: Sequence[Reply], stateless_possible: bool
+    lost: int, after_last: int, replies: Sequence[Reply], stateless_possible: bool
 ) -> tuple[int | None, int | None, str | None]:
     """(forward, reverse, why not) loss from gaps in the reflector's sequence numbers.
 
     A stateful reflector numbers its replies 0, 1, 2… per session, so the replies it sent are
     its highest number plus one, and the numbers missing below that are replies lost on the way
-    back.  Everything else lost never reached it.  Packets lost after the last reply that came
-    back cannot be placed and count as forward loss.  Duplicates take part: a packet the
-    network duplicated on the way out was reflected twice, under two numbers.
+    back.  The ``after_last`` packets sent after the last one answered cannot be placed: the
+    reflector may have numbered them, in replies that never came.  Everything else lost never
+    reached it.  Duplicates take part: a packet the network duplicated on the way out was
+    reflected twice, under two numbers.
 
     A stateless TWAMP Light reflector copies our sequence number (RFC 5357 Appendix I).  Where
     one may answer, packets were lost and every reply's number equals ours, the two kinds of
@@ -278,7 +288,7 @@ def _split_loss(
     numbers = {reply.reflector_seq for reply in replies}
     reflected = max(numbers) + 1
     reverse = reflected - len(numbers)
-    forward = lost - reverse
+    forward = lost - after_last - reverse
     if forward < 0 or reverse < 0:
         return None, None, None
     return forward, reverse, None

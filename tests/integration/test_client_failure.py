@@ -159,6 +159,25 @@ def test_a_stateful_light_reflector_still_splits_its_loss() -> None:
     assert (document["forward_lost"], document["reverse_lost"]) == (2, 0)
 
 
+def test_loss_after_the_last_reply_is_told_as_either_way() -> None:
+    """Packet 2 never reaches a stateful reflector and the last three go unanswered: its
+    numbering places the first, and ends before the others whether they or their replies were
+    lost, so neither direction is blamed for those."""
+
+    def silent_at_the_end(stamps: Stamps) -> bytes | None:
+        return None if stamps.sender.seq == 2 or stamps.sender.seq >= 7 else honest(stamps)
+
+    with FakeReflector(silent_at_the_end) as peer:
+        document = light(peer.port, "-c", "10", "-i", "5", "--wait", "0.3")
+    with FakeReflector(silent_at_the_end) as peer:  # its numbering starts again at 0
+        text = client(
+            f"127.0.0.1:{peer.port}", "--light", "-c", "10", "-i", "5", "--wait", "0.3", "-s"
+        ).stdout
+    assert (document["lost"], document["forward_lost"], document["reverse_lost"]) == (4, 1, 0)
+    assert document["unplaced_lost"] == 3
+    assert "40.0% loss (forward 1, reverse 0, 3 either way)" in text
+
+
 def test_38_octet_replies_are_measured_with_an_unknown_ttl() -> None:
     def short(stamps: Stamps) -> bytes:
         return honest(stamps)[:38]  # without MBZ and Sender TTL, as nokia/twampy sends

@@ -47,7 +47,33 @@ def test_summary_invariants(run: tuple[int, list[Reply]]) -> None:
     if summary.forward_lost is not None:
         assert summary.reverse_lost is not None
         assert summary.forward_lost >= 0 and summary.reverse_lost >= 0
-        assert summary.forward_lost + summary.reverse_lost == summary.lost
+    placed = (summary.forward_lost or 0) + (summary.reverse_lost or 0)
+    assert 0 <= summary.unplaced_lost == summary.lost - placed
+
+
+@given(st.lists(st.sampled_from(("ok", "out", "back")), max_size=40), st.booleans())
+def test_the_loss_split_is_what_the_path_did(fates: list[str], duplicated: bool) -> None:
+    """Each packet answered, lost on the way out, or reflected and its reply lost on the way
+    back; a stateful reflector numbers what it received.  Before the last packet answered the
+    split is exact; after it nothing can be placed."""
+    replies, number = [], 0
+    for seq, fate in enumerate(fates):
+        if fate == "out":
+            continue
+        if fate == "ok":
+            t1 = 1_700_000_000 * 10**9 + seq * 10**7
+            reply = Reply(seq, number, t1, t1 + 10, t1 + 20, t1 + 30, 64)
+            replies += [reply, reply] if duplicated else [reply]
+        number += 1
+    summary = summarize(len(fates), replies, sender_synchronized=True, reflector_synchronized=True)
+    if "ok" not in fates:
+        assert (summary.forward_lost, summary.reverse_lost) == (None, None)
+        assert summary.unplaced_lost == len(fates)
+        return
+    last = max(seq for seq, fate in enumerate(fates) if fate == "ok")
+    assert summary.forward_lost == fates[:last].count("out")
+    assert summary.reverse_lost == fates[:last].count("back")
+    assert summary.unplaced_lost == len(fates) - 1 - last
 
 
 @given(runs())

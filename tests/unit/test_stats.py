@@ -56,6 +56,16 @@ def test_both_directions_lose() -> None:
     assert (result.lost, result.forward_lost, result.reverse_lost) == (2, 1, 1)
 
 
+def test_loss_after_the_last_reply_is_given_no_direction() -> None:
+    # Packets 2 and 3 were lost, or their replies were: the numbering ends at 1 either way.
+    result = summary(4, [reply(0, 0, 1, 1), reply(1, 1, 1, 1)])
+    assert (result.lost, result.forward_lost, result.reverse_lost) == (2, 0, 0)
+    assert result.unplaced_lost == 2
+    # With a gap before the last reply: that one is placed, the tail is not.
+    result = summary(5, [reply(0, 0, 1, 1), reply(2, 2, 1, 1)])
+    assert (result.forward_lost, result.reverse_lost, result.unplaced_lost) == (0, 1, 2)
+
+
 def test_reflector_numbering_not_per_session_gives_no_split() -> None:
     result = summary(2, [reply(0, 500, 1, 1), reply(1, 501, 1, 1)])
     assert result.lost == 0
@@ -89,6 +99,7 @@ def test_nothing_came_back() -> None:
     assert (result.received, result.lost, result.loss_percent) == (0, 4, 100.0)
     assert result.round_trip is None and result.ipdv is None and result.hops is None
     assert (result.forward_lost, result.reverse_lost) == (None, None)
+    assert result.unplaced_lost == 4
 
 
 def test_more_answers_than_packets_is_a_caller_error() -> None:

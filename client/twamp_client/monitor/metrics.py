@@ -256,11 +256,9 @@ def _add(series: _Series, measurement: Measurement, duration: float) -> None:
         return
     series.sent += summary.sent
     series.received += summary.received
-    if summary.forward_lost is not None and summary.reverse_lost is not None:
-        series.lost["out"] += summary.forward_lost
-        series.lost["in"] += summary.reverse_lost
-    else:
-        series.lost["unknown"] += summary.lost
+    series.lost["out"] += summary.forward_lost or 0
+    series.lost["in"] += summary.reverse_lost or 0
+    series.lost["unknown"] += summary.unplaced_lost
     if header is not None:
         series.bytes_sent += header.octets(summary.sent)
         if outcome is not None:

@@ -82,6 +82,7 @@ def document(measurement: Measurement) -> dict[str, Any]:
             "loss_percent": round(summary.loss_percent, 3),
             "forward_lost": summary.forward_lost,
             "reverse_lost": summary.reverse_lost,
+            "unplaced_lost": summary.unplaced_lost,
             "duplicates": summary.duplicates,
             "reordered": summary.reordered,
             "rtt_us": _distribution(summary.round_trip),

@@ -117,7 +117,8 @@ def _write_counts(summary: Summary, measurement: Measurement, out: IO[str]) -> N
     write = out.write
     split = ""
     if summary.forward_lost is not None and summary.reverse_lost is not None:
-        split = f" (forward {summary.forward_lost}, reverse {summary.reverse_lost})"
+        either = f", {summary.unplaced_lost} either way" if summary.unplaced_lost else ""
+        split = f" (forward {summary.forward_lost}, reverse {summary.reverse_lost}{either})"
     outcome = measurement.outcome
     extra = ""
     if outcome is not None:
