@@ -259,6 +259,12 @@ STATELESS_NOTE = (
     "the reflector numbers its replies with our own sequence numbers (a stateless reflector),"
     " so loss on the way out and on the way back cannot be told apart"
 )
+#: Why reflector numbers that do not fit the session's packets cannot split its loss.
+MISFIT_NUMBERING_NOTE = (
+    "the reflector's numbers do not fit this session's packets (they do not start at 0, or"
+    " packets were reordered around a loss), so loss on the way out and on the way back cannot"
+    " be told apart"
+)
 
 
 def _split_loss(
@@ -275,7 +281,9 @@ def _split_loss(
 
     A stateless TWAMP Light reflector copies our sequence number (RFC 5357 Appendix I).  Where
     one may answer, packets were lost and every reply's number equals ours, the two kinds of
-    reflector cannot be told apart, so neither direction is claimed.
+    reflector cannot be told apart, so neither direction is claimed; nor is it where the
+    numbers leave a negative forward loss (numbering that does not start at 0 for us, or
+    reordering around a loss).
     """
     if not replies:
         return None, None, None
@@ -289,6 +297,6 @@ def _split_loss(
     reflected = max(numbers) + 1
     reverse = reflected - len(numbers)
     forward = lost - after_last - reverse
-    if forward < 0 or reverse < 0:
-        return None, None, None
+    if forward < 0:  # (reverse cannot be: distinct numbers up to the highest)
+        return None, None, MISFIT_NUMBERING_NOTE
     return forward, reverse, None

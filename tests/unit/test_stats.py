@@ -70,6 +70,7 @@ def test_reflector_numbering_not_per_session_gives_no_split() -> None:
     result = summary(2, [reply(0, 500, 1, 1), reply(1, 501, 1, 1)])
     assert result.lost == 0
     assert (result.forward_lost, result.reverse_lost) == (None, None)
+    assert result.split_note is not None and "start at 0" in result.split_note
 
 
 def test_duplicates_count_once() -> None:
