@@ -15,6 +15,7 @@ is never reported as valid.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
 import math
@@ -89,6 +90,13 @@ class Distribution:
     #: Nearest-rank percentiles: values that were actually observed.
     p95: int
     p99: int
+    #: The values themselves, smallest first: what :meth:`at_most` counts.
+    ordered: Sequence[int] = dataclasses.field(default=(), repr=False, compare=False)
+
+    def at_most(self, bound: int) -> int:
+        """How many of the values are ``bound`` or less (a histogram bucket's count, which
+        the sorted values give in a binary search, not a pass over each)."""
+        return bisect.bisect_right(self.ordered, bound)
 
 
 def distribution(values: Iterable[int]) -> Distribution | None:
@@ -114,6 +122,7 @@ def distribution(values: Iterable[int]) -> Distribution | None:
         median=ordered[middle] if count % 2 else (ordered[middle - 1] + ordered[middle]) / 2,
         p95=_nearest_rank(ordered, 95),
         p99=_nearest_rank(ordered, 99),
+        ordered=ordered,
     )
 
 

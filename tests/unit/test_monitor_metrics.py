@@ -212,14 +212,43 @@ def test_accept_encoding_takes_gzip_by_name_or_wildcard(header: str, accepted: b
     assert accepts_gzip(header) is accepted
 
 
+def record_run(metrics: Metrics, outcome: Outcome) -> None:
+    """``outcome`` as a run of target "a" (configured first)."""
+    target, test = Target("192.0.2.1"), Test()
+    started = datetime.datetime.now(datetime.UTC)
+    header = Header("192.0.2.1", "192.0.2.1", 862, "unauthenticated", outcome.sent, 1000.0,
+                    (14,), started, 5000, 6000, "192.0.2.2")  # fmt: skip
+    run = Measurement.of(target, test, header, outcome, sender_synchronized=True)
+    metrics.record("a", run, 1.0)
+
+
 def test_datagrams_dropped_by_this_host_add_up_over_runs() -> None:
     metrics = Metrics()
     configure(metrics, ["a"], [{}])
-    target, test = Target("192.0.2.1"), Test()
-    header = Header("192.0.2.1", "192.0.2.1", 862, "unauthenticated", 3, 1000.0, (14,),
-                    datetime.datetime.now(datetime.UTC), 5000, 6000, "192.0.2.2")  # fmt: skip
     for dropped in (5, None, 2):  # None: the kernel did not say
-        outcome = Outcome(sent=3, host_dropped=dropped)
-        run = Measurement.of(target, test, header, outcome, sender_synchronized=True)
-        metrics.record("a", run, 1.0)
+        record_run(metrics, Outcome(sent=3, host_dropped=dropped))
     assert 'twamp_packets_dropped_by_host_total{target="a"} 7.0' in metrics.exposition().decode()
+
+
+def test_a_runs_round_trips_fill_the_buckets_as_its_summary_counts_them() -> None:
+    def row(seq: int, rtt: int, inside: int = 0) -> tuple[int, ...]:
+        t1 = 1_800_000_000 * 10**9 + seq * 10**9
+        return (seq, seq, t1, t1 + 1, t1 + 1 + inside, t1 + rtt + inside, 64, None)
+
+    metrics = Metrics()
+    configure(metrics, ["a"], [{}])
+    outcome = Outcome(sent=6)
+    outcome.rows += [
+        row(0, 5_000),
+        row(1, 10_000),  # on the bound: in its bucket (le is "at most")
+        row(0, 7_000_000),  # a duplicate: the first reply counts
+        row(2, 10_001),
+        row(3, 20 * 10**9),  # above the last bound: +Inf only
+        row(4, 1_000, inside=-5),  # T3 before T2: left out, as of the summary's figures
+    ]
+    record_run(metrics, outcome)
+    text = metrics.exposition().decode()
+    for le, count in (("1e-05", 2), ("2.5e-05", 3), ("10.0", 3), ("+Inf", 4)):
+        assert f'twamp_rtt_seconds_bucket{{le="{le}",target="a"}} {count}.0' in text, text
+    assert 'twamp_rtt_seconds_count{target="a"} 4.0' in text
+    assert 'twamp_rtt_seconds_sum{target="a"} 20.000025001' in text

@@ -15,7 +15,6 @@ one lock.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import threading
 import time
@@ -34,6 +33,8 @@ from .exposition import Family, label_text, sample
 RTT_BUCKETS = (*(round(m * 10.0**e, 9) for e in range(-5, 1) for m in (1, 2.5, 5)), 10.0)
 #: The ``le`` label of each bucket but +Inf.
 _LE = tuple(repr(bound) for bound in RTT_BUCKETS)
+#: Each bucket's bound in nanoseconds, as round trips are counted.
+_BOUNDS_NS = tuple(round(bound * 1e9) for bound in RTT_BUCKETS)
 RESULTS = ("ok", "lost", "error")
 
 RTT = Family("twamp_rtt_seconds", "histogram", "Round-trip time of every reply.")
@@ -265,18 +266,17 @@ def _add(series: _Series, measurement: Measurement, duration: float) -> None:
             series.bytes_received += sum(header.size_of(seq) for seq in outcome.answered())
     if outcome is not None:
         series.dropped_by_host += outcome.host_dropped or 0
-        answered: set[int] = set()
-        for reply in outcome.replies:
-            # First replies with true timestamps only, as in every figure of the summary.
-            if reply.sender_seq in answered or not reply.consistent:
-                continue
-            answered.add(reply.sender_seq)
-            seconds = reply.round_trip / 1e9
-            index = bisect.bisect_left(RTT_BUCKETS, seconds)
-            if index < len(RTT_BUCKETS):
-                series.buckets[index] += 1
-            series.rtt_count += 1
-            series.rtt_sum += seconds
+    rtt = summary.round_trip
+    if rtt is not None:
+        # The summary's round trips (first replies with true timestamps), counted per bucket
+        # from their sorted order: a search per bucket, not one per reply.
+        below = 0
+        for index, bound in enumerate(_BOUNDS_NS):
+            upto = rtt.at_most(bound)
+            series.buckets[index] += upto - below
+            below = upto
+        series.rtt_count += rtt.count
+        series.rtt_sum += sum(rtt.ordered) / 1e9
     if summary.received:
         series.last_success = time.time()
         series.delays = [
