@@ -44,7 +44,7 @@ from twamp_common.timestamp import ns_to_ntp, ntp_interval_to_ns
 
 from .admission import Limits, judge, normalise
 from .backoff import Backoff
-from .derivations import Derivations
+from .derivations import DerivationRefusedError, Derivations
 from .keystore import KeyStore
 from .logs import printable
 from .reflector import Reflector, TestSession
@@ -226,36 +226,41 @@ class ControlConnection:
             self.writer.write(self._answer(control, event))
             await self.writer.drain()
 
-    def _derivation_refusal(
-        self, control: ServerControl, setup: SetUpResponse, now: float
-    ) -> str | None:
-        """Why an authenticated set-up is refused before its key is derived, or None."""
-        if not setup.mode & SECURE_CONTROL_MODES or control.setup_refusal():
-            return None  # no derivation
+    def _backoff_refusal(self, now: float) -> str | None:
+        """Why this client's authenticated set-up is refused before its key is derived (its
+        address or network failed too often), or None."""
         server = self.server
         network = server.policy.network_of(self.peer)
         wait = max(
             server.address_failures.refused_for(self.peer, now),
             server.network_failures.refused_for(network, now),
         )
-        if wait > 0:
-            return f"authentication failures: backed off for {wait:.0f} s more"
-        return server.derivations.refusal(now)
+        return f"authentication failures: backed off for {wait:.0f} s more" if wait > 0 else None
 
     async def _set_up(self, control: ServerControl, setup: SetUpResponse) -> bool:
         server = self.server
         now = time.monotonic()
-        if (refusal := self._derivation_refusal(control, setup, now)) is not None:
-            self.writer.write(control.refuse(Accept.TEMPORARY_RESOURCE_LIMIT))
-            await self.writer.drain()
-            self.log.warning("control connection refused", mode=int(setup.mode), reason=refusal)
-            return False
         secret = server.policy.keys.get(setup.key_id) if setup.key_id else None
-        # PBKDF2 costs milliseconds: keep it off the loop that reflects packets.
-        data, accepted = await server.derivations.run(control.start, secret, server.start_time)
-        if not accepted and not control.setup_refusal():
-            server.address_failures.failed(self.peer, now)
-            server.network_failures.failed(server.policy.network_of(self.peer), now)
+        if setup.mode & SECURE_CONTROL_MODES and not control.setup_refusal():
+            try:
+                if (refusal := self._backoff_refusal(now)) is not None:
+                    raise DerivationRefusedError(refusal)
+                # PBKDF2 costs milliseconds: keep it off the loop that reflects packets.
+                data, accepted = await server.derivations.run(
+                    control.start, secret, server.start_time
+                )
+            except DerivationRefusedError as refused:
+                self.writer.write(control.refuse(Accept.TEMPORARY_RESOURCE_LIMIT))
+                await self.writer.drain()
+                self.log.warning(
+                    "control connection refused", mode=int(setup.mode), reason=refused.reason
+                )
+                return False
+            if not accepted:
+                server.address_failures.failed(self.peer, now)
+                server.network_failures.failed(server.policy.network_of(self.peer), now)
+        else:  # no key to derive: unauthenticated, or a mode refused
+            data, accepted = control.start(secret, server.start_time)
         self.writer.write(data)
         await self.writer.drain()
         # The KeyID names the client's identity in the secure modes; it is not a secret, but it
