@@ -105,12 +105,15 @@ def test_each_model_on_the_wire(
         assert document["packet_sizes"] == payloads
         assert document["packet_size"] == pytest.approx(sum(payloads) / len(payloads), abs=1e-3)
     # The schedule's interval as the slope of send time against packet number, by the median
-    # of every pair's slope (Theil-Sen): deadlines are absolute, so a packet a loaded machine
-    # sent late moves only its own pairs, not the estimate.
+    # of the slopes of pairs at least half the run apart (Theil-Sen): deadlines are absolute,
+    # so a packet a loaded machine sent late moves only its own pairs, each by its lateness
+    # over at least half the run, and hardly the median.  1 % of 20 ms, 0.1 ms at the least.
     slopes = [
-        (b[0] - a[0]) / (j - i) for (i, a), (j, b) in itertools.combinations(enumerate(out), 2)
+        (b[0] - a[0]) / (j - i)
+        for (i, a), (j, b) in itertools.combinations(enumerate(out), 2)
+        if j - i >= count // 2
     ]
-    assert statistics.median(slopes) == pytest.approx(interval_ms / 1000, abs=0.1e-3)
+    assert statistics.median(slopes) == pytest.approx(interval_ms / 1000, rel=0.01, abs=0.1e-3)
 
 
 def test_a_model_replaces_interval_and_size() -> None:
