@@ -239,11 +239,10 @@ class ControlConnection:
 
     async def _set_up(self, control: ServerControl, setup: SetUpResponse) -> bool:
         server = self.server
-        now = time.monotonic()
         secret = server.policy.keys.get(setup.key_id) if setup.key_id else None
         if setup.mode & SECURE_CONTROL_MODES and not control.setup_refusal():
             try:
-                if (refusal := self._backoff_refusal(now)) is not None:
+                if (refusal := self._backoff_refusal(time.monotonic())) is not None:
                     raise DerivationRefusedError(refusal)
                 # PBKDF2 costs milliseconds: keep it off the loop that reflects packets.
                 data, accepted = await server.derivations.run(
@@ -256,9 +255,10 @@ class ControlConnection:
                     "control connection refused", mode=int(setup.mode), reason=refused.reason
                 )
                 return False
-            if not accepted:
-                server.address_failures.failed(self.peer, now)
-                server.network_failures.failed(server.policy.network_of(self.peer), now)
+            if not accepted:  # backed off from now, not from before its turn came
+                failed = time.monotonic()
+                server.address_failures.failed(self.peer, failed)
+                server.network_failures.failed(server.policy.network_of(self.peer), failed)
         else:  # no key to derive: unauthenticated, or a mode refused
             data, accepted = control.start(secret, server.start_time)
         self.writer.write(data)
